@@ -1,0 +1,227 @@
+"""The error log, in nginx's format and with nginx's eight levels.
+
+A line reads ``2026/11/25 20:31:00 [notice] 1234#1234: *5 message, client: 127.0.0.1``.
+Lines are written with one ``os.write`` each, unbuffered, as nginx does, so that a
+worker that dies leaves every line it wrote behind.  Before the configuration is
+read (and for ``-t``) messages go to stderr as ``ngxws: [emerg] message``.
+
+Formatting costs more than anything else here, so callers on hot paths test
+``log.debug_enabled`` (or compare ``log.level``) before building arguments.
+"""
+
+import logging
+import os
+import sys
+import time
+
+EMERG, ALERT, CRIT, ERROR, WARN, NOTICE, INFO, DEBUG = range(1, 9)
+LEVELS = ("emerg", "alert", "crit", "error", "warn", "notice", "info", "debug")
+LEVEL_BY_NAME = {name: n for n, name in enumerate(LEVELS, 1)}
+
+# nginx's levels as stdlib levels, so that anything that speaks `logging` can be
+# pointed at them; ngxws itself writes through ErrorLog.
+for _n, _name in enumerate(LEVELS, 1):
+    logging.addLevelName(60 - _n * 5, _name)
+
+
+class LogFile:
+    """A file opened by path, append-only, that can be reopened (USR1)."""
+
+    __slots__ = ("path", "fd")
+
+    def __init__(self, path):
+        self.path = path
+        self.fd = -1
+
+    def open(self):
+        """Open the file; raise OSError with nginx's open() wording as the caller's text."""
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+    def write(self, data):
+        try:
+            os.write(self.fd, data)
+        except OSError:
+            # Nowhere left to say it; a full disk must not take the worker down.
+            return
+
+    def reopen(self):
+        """Open the path again and swap descriptors; on failure keep the old file."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        old, self.fd = self.fd, fd
+        if old >= 0:
+            os.close(old)
+
+    def close(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class StderrFile:
+    """stderr as a log file: never reopened, never closed."""
+
+    __slots__ = ("path",)
+
+    def __init__(self):
+        self.path = "stderr"
+
+    def open(self):
+        pass
+
+    def write(self, data):
+        try:
+            os.write(2, data)
+        except OSError:
+            return
+
+    def reopen(self):
+        pass
+
+    def close(self):
+        pass
+
+
+class _Clock:
+    """nginx's cached log time: formatted once per second, not per line."""
+
+    __slots__ = ("sec", "text")
+
+    def __init__(self):
+        self.sec = -1
+        self.text = ""
+
+    def now(self):
+        sec = int(time.time())
+        if sec != self.sec:
+            self.sec = sec
+            self.text = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(sec))
+        return self.text
+
+
+_clock = _Clock()
+
+
+class ErrorLog:
+    """One or more sinks, each with its own level, as several ``error_log`` lines give."""
+
+    def __init__(self, sinks=None, startup=False):
+        #: [(file, level)]; empty means stderr at ``error`` until a config says otherwise.
+        self.sinks = sinks if sinks is not None else [(StderrFile(), ERROR)]
+        #: before the config is read, lines are ``ngxws: [level] msg`` on stderr.
+        self.startup = startup
+        self.pid = os.getpid()
+        self._update()
+
+    def _update(self):
+        self.level = max((lvl for _, lvl in self.sinks), default=0)
+        self.debug_enabled = self.level >= DEBUG
+
+    def set_pid(self):
+        """Called after fork: lines carry the writing process's pid."""
+        self.pid = os.getpid()
+
+    def log(self, level, fmt, *args):
+        if level > self.level:
+            return
+        msg = fmt % args if args else fmt
+        if self.startup:
+            sys.stderr.write("ngxws: [%s] %s\n" % (LEVELS[level - 1], msg))
+            sys.stderr.flush()
+            return
+        line = ("%s [%s] %d#%d: %s\n" % (_clock.now(), LEVELS[level - 1], self.pid, self.pid, msg)).encode(
+            "utf-8", "backslashreplace")
+        for f, lvl in self.sinks:
+            if level <= lvl:
+                f.write(line)
+
+    def emerg(self, fmt, *args):
+        self.log(EMERG, fmt, *args)
+
+    def alert(self, fmt, *args):
+        self.log(ALERT, fmt, *args)
+
+    def crit(self, fmt, *args):
+        self.log(CRIT, fmt, *args)
+
+    def error(self, fmt, *args):
+        self.log(ERROR, fmt, *args)
+
+    def warn(self, fmt, *args):
+        self.log(WARN, fmt, *args)
+
+    def notice(self, fmt, *args):
+        self.log(NOTICE, fmt, *args)
+
+    def info(self, fmt, *args):
+        self.log(INFO, fmt, *args)
+
+    def debug(self, fmt, *args):
+        if self.debug_enabled:
+            self.log(DEBUG, fmt, *args)
+
+    def reopen(self):
+        for f, _ in self.sinks:
+            try:
+                f.reopen()
+            except OSError as e:
+                self.alert('reopen() "%s" failed (%d: %s)', f.path, e.errno, e.strerror)
+
+
+class ConnectionLog:
+    """The error log as one connection sees it: ``*N`` before, context after.
+
+    ``action`` is what the connection is doing ("reading client request line"),
+    nginx's ``log->action``; ``context`` is an optional callable that returns the
+    text after the client address (``, server: x, request: "GET / HTTP/1.1"``),
+    set by the module that owns the connection (nginx's ``log->handler``).
+    """
+
+    __slots__ = ("error_log", "conn", "action", "context", "debug_enabled")
+
+    def __init__(self, error_log, conn):
+        self.error_log = error_log
+        self.conn = conn
+        self.action = None
+        self.context = None
+        self.debug_enabled = error_log.debug_enabled
+
+    def log(self, level, fmt, *args):
+        el = self.error_log
+        if level > el.level:
+            return
+        msg = fmt % args if args else fmt
+        conn = self.conn
+        tail = ""
+        if self.action:
+            tail = " while " + self.action
+        client = getattr(conn, "addr_text", None)
+        if client:
+            tail += ", client: " + client
+        if self.context is not None:
+            tail += self.context()
+        el.log(level, "*%d %s%s", conn.number, msg, tail)
+
+    def emerg(self, fmt, *args):
+        self.log(EMERG, fmt, *args)
+
+    def alert(self, fmt, *args):
+        self.log(ALERT, fmt, *args)
+
+    def crit(self, fmt, *args):
+        self.log(CRIT, fmt, *args)
+
+    def error(self, fmt, *args):
+        self.log(ERROR, fmt, *args)
+
+    def warn(self, fmt, *args):
+        self.log(WARN, fmt, *args)
+
+    def notice(self, fmt, *args):
+        self.log(NOTICE, fmt, *args)
+
+    def info(self, fmt, *args):
+        self.log(INFO, fmt, *args)
+
+    def debug(self, fmt, *args):
+        if self.debug_enabled:
+            self.log(DEBUG, fmt, *args)

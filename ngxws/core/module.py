@@ -1,0 +1,38 @@
+"""The module protocol: what nginx's ``ngx_module_t`` is to a C module.
+
+Each module is an instance of a subclass, listed in order in ``ngxws/modules.py``.
+The cycle calls the hooks; a module that has nothing to do at a hook inherits
+the empty default.
+"""
+
+
+class Module:
+    #: the module's name, the key of its confs in a ConfSet
+    name = ""
+    #: its directives, a tuple of ``Directive``
+    DIRECTIVES = ()
+
+    def create_main_conf(self, cf):
+        """The conf that MAIN/EVENTS-context directives of this module fill."""
+        return None
+
+    def init_main_conf(self, cf, conf):
+        """Fill defaults after the whole config was read; raise ConfigError to refuse it."""
+
+    def init_module(self, cycle):
+        """In the master, once the cycle is built and its sockets are open."""
+
+    def init_process(self, cycle):
+        """In a worker, after fork: ``cycle.loop`` exists."""
+
+    def shutdown(self, cycle, graceful):
+        """The worker stops: close what it owns (gracefully or now).
+
+        Return True while something of this module is still open and worth
+        waiting for; the worker exits once no module says so and no connection
+        is left.
+        """
+        return False
+
+    def exit_process(self, cycle):
+        """In a worker, just before it exits."""
