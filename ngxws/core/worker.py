@@ -1,0 +1,198 @@
+"""A worker process: the loop, its signals, and its graceful exit.
+
+Theory of operation.  After fork the worker builds its own EventLoop (the
+selector is made here, never shared with the master), its ConnectionPool, and
+starts accepting on the listening sockets it inherited.  Then every module's
+``init_process`` runs (the WebSocket module opens its private push port
+there).  A failure before the first iteration is a boot failure: the worker
+exits with EXIT_BOOT_FAILED and the master stops rather than respawn it.
+
+Commands reach it over its channel (one byte each) or as signals whose
+handlers only set a flag and wake the loop through ``set_wakeup_fd``.
+
+Graceful exit (QUIT, or an old worker after a reload): stop accepting, close
+the listening sockets, ask each module to wind down (idle keep-alive
+connections close, requests in flight finish, WebSocket clients stay until they
+leave), and exit once no connection is left.  ``worker_shutdown_timeout``
+bounds the wait; when it fires, modules close what they hold (WebSockets with
+1001) and the rest is closed outright.
+"""
+
+import os
+import signal
+import socket
+
+from .connection import ConnectionPool
+from .core_module import raise_nofile
+from .loop import Event, EventLoop
+from .master import CMD_QUIT, CMD_REOPEN, CMD_TERMINATE, EXIT_BOOT_FAILED
+
+
+class _Channel:
+    """A socket the loop reads that is not a client connection (channel, wakeup fd)."""
+
+    __slots__ = ("sock", "fd", "read", "write", "closed", "log")
+
+    def __init__(self, sock, handler, log):
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.read = Event(handler, self)
+        self.write = Event(None, self, True)
+        self.closed = False
+        self.log = log
+
+
+class Worker:
+    def __init__(self, cycle, slot, channel):
+        self.cycle = cycle
+        self.slot = slot
+        self.log = cycle.log
+        self.channel_sock = channel
+        self.quit = False
+        self.terminate = False
+        self.reopen = False
+        self.shutting_down = False
+        self.shutdown_timer = None
+
+    # -- signals and channel -------------------------------------------------------
+
+    def _on_signal(self, signo, frame):
+        if signo == signal.SIGQUIT:
+            self.quit = True
+        elif signo in (signal.SIGTERM, signal.SIGINT):
+            self.terminate = True
+        elif signo == signal.SIGUSR1:
+            self.reopen = True
+
+    def channel_handler(self, ev):
+        ch = ev.data
+        try:
+            data = ch.sock.recv(64)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            # The master is gone: nobody will ever tell us to stop. Exit gracefully.
+            self.cycle.loop.update(ch, False, False)
+            ch.closed = True
+            self.quit = True
+            return
+        for cmd in data:
+            cmd = bytes((cmd,))
+            if cmd == CMD_QUIT:
+                self.quit = True
+            elif cmd == CMD_TERMINATE:
+                self.terminate = True
+            elif cmd == CMD_REOPEN:
+                self.reopen = True
+
+    def wakeup_handler(self, ev):
+        try:
+            while ev.data.sock.recv(512):
+                pass
+        except (BlockingIOError, InterruptedError):
+            return
+
+    # -- setup ------------------------------------------------------------
+
+    def init(self):
+        cycle = self.cycle
+        log = self.log
+        log.set_pid()
+        cycle.worker_slot = self.slot
+        core = cycle.conf("core")
+        if core.worker_rlimit_nofile:
+            raise_nofile(log, core.worker_rlimit_nofile)
+        events = cycle.conf("events")
+        loop = EventLoop(log)
+        cycle.loop = loop
+        cycle.pool = ConnectionPool(loop, log, events.worker_connections, counter=cycle.next_connection_number)
+
+        for signo in (signal.SIGQUIT, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+            signal.signal(signo, self._on_signal)
+        for signo in (signal.SIGHUP, signal.SIGWINCH, signal.SIGUSR2):
+            signal.signal(signo, signal.SIG_IGN)
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        self._wake = (wake_r, wake_w)
+        signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+        loop.update(_Channel(wake_r, self.wakeup_handler, log), True, False)
+        self.channel_sock.setblocking(False)
+        loop.update(_Channel(self.channel_sock, self.channel_handler, log), True, False)
+
+        for ls in cycle.listening:
+            ls.pool = cycle.pool
+            loop.add_listening(ls)
+        for m in cycle.modules:
+            m.init_process(cycle)
+
+    # -- the loop ---------------------------------------------------------
+
+    def run(self):
+        loop = self.cycle.loop
+        while True:
+            loop.run_once()
+            if self.terminate:
+                self.log.notice("exiting")
+                self.close_all(graceful=False)
+                break
+            if self.quit and not self.shutting_down:
+                self.start_shutdown()
+            if self.reopen:
+                self.reopen = False
+                self.log.notice("reopening logs")
+                self.cycle.reopen_files()
+            if self.shutting_down and self.done():
+                self.log.notice("exiting")
+                break
+        for m in self.cycle.modules:
+            m.exit_process(self.cycle)
+        self.log.notice("exit")
+        return 0
+
+    def start_shutdown(self):
+        cycle = self.cycle
+        self.shutting_down = True
+        cycle.exiting = True
+        cycle.loop.exiting = True
+        self.log.notice("gracefully shutting down")
+        for ls in cycle.listening:
+            ls.close()
+        for m in cycle.modules:
+            m.shutdown(cycle, True)
+        timeout = cycle.conf("core").worker_shutdown_timeout
+        if timeout:
+            ev = Event(self.shutdown_timer_handler, self)
+            self.shutdown_timer = ev
+            cycle.loop.add_timer(ev, timeout)
+
+    def shutdown_timer_handler(self, ev):
+        self.log.notice("shutdown timeout")
+        self.close_all(graceful=True)
+
+    def close_all(self, graceful):
+        cycle = self.cycle
+        for m in cycle.modules:
+            m.shutdown(cycle, False)
+        for conn in list(cycle.pool.connections()):
+            if not conn.closed:
+                conn.close()
+
+    def done(self):
+        busy = False
+        for m in self.cycle.modules:
+            if m.shutdown(self.cycle, True):
+                busy = True
+        return not busy and self.cycle.pool.used == 0
+
+
+def worker_process_cycle(cycle, slot, channel):
+    worker = Worker(cycle, slot, channel)
+    try:
+        worker.init()
+    except OSError as e:
+        cycle.log.emerg("%s", e)
+        return EXIT_BOOT_FAILED
+    return worker.run()
