@@ -1,0 +1,214 @@
+"""The core runtime as a user drives it: -t, workers, signals, reload, stop, logs."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from .conftest import ROOT, children_of, make_conf, pid_alive, wait_for
+
+HELLO = 'server { listen 127.0.0.1:0; location / { return 200 "hello\\n"; } }'
+
+
+def run_cli(*args, cwd=None):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, "-m", "ngxws", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=30)
+
+
+def http_get(port, path="/", host="127.0.0.1"):
+    with socket.create_connection((host, port), timeout=5) as s:
+        s.sendall(b"GET %s HTTP/1.0\r\nHost: x\r\n\r\n" % path.encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+
+
+def test_t_ok(tmp_path):
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(make_conf(str(tmp_path)))
+    r = run_cli("-p", str(tmp_path) + "/", "-c", str(conf), "-t")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ("ngxws: the configuration file %s syntax is ok\n"
+                        "ngxws: configuration file %s test is successful\n" % (conf, conf))
+
+
+def test_t_failing(tmp_path):
+    conf = tmp_path / "nginx.conf"
+    conf.write_text("worker_processes 1;\nlisen 80;\nevents {}\n")
+    r = run_cli("-p", str(tmp_path), "-c", str(conf), "-t")
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [
+        'ngxws: [emerg] unknown directive "lisen" in %s:2' % conf,
+        "ngxws: configuration file %s test failed" % conf,
+    ]
+    assert "Traceback" not in r.stderr
+
+
+def test_T_dumps(tmp_path):
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(make_conf(str(tmp_path)))
+    r = run_cli("-p", str(tmp_path), "-c", str(conf), "-T")
+    assert r.returncode == 0
+    assert r.stdout.startswith("# configuration file %s:\n" % conf)
+    assert "worker_connections 1024;" in r.stdout
+
+
+def test_missing_config(tmp_path):
+    r = run_cli("-p", str(tmp_path), "-c", "nope.conf")
+    assert r.returncode == 1
+    assert r.stderr.strip() == 'ngxws: [emerg] open() "%s/nope.conf" failed (2: No such file or directory)' % tmp_path
+
+
+def test_g_directive_duplicate(tmp_path):
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(make_conf(str(tmp_path)))
+    r = run_cli("-p", str(tmp_path), "-c", str(conf), "-g", "daemon on;", "-t")
+    assert r.returncode == 1
+    assert '"daemon" directive is duplicate in %s:1' % conf in r.stderr
+
+
+def test_version_and_help():
+    r = run_cli("-v")
+    assert r.returncode == 0 and r.stderr.startswith("ngxws version: ngxws/")
+    r = run_cli("-h")
+    assert r.returncode == 0 and "-s signal" in r.stderr
+    r = run_cli("-x")
+    assert r.returncode == 1 and 'invalid option: "x"' in r.stderr
+
+
+def test_workers_and_quit(ngxws_server):
+    srv = ngxws_server(http=HELLO, workers=3)
+    workers = srv.wait_workers(3)
+    assert http_get(srv.port()).endswith(b"hello\n")
+    assert srv.master_pid() == srv.pid
+    assert srv.stop(signal.SIGQUIT) == 0
+    assert not os.path.exists(srv.pid_path)
+    for pid in workers:
+        assert not pid_alive(pid)
+    log = srv.log_text()
+    assert re.search(r"signal 3 \(SIGQUIT\) received from \d+, shutting down", log)
+    assert "gracefully shutting down" in log
+
+
+def test_term_fast_stop(ngxws_server):
+    srv = ngxws_server(http=HELLO, workers=2)
+    srv.wait_workers(2)
+    assert srv.stop(signal.SIGTERM) == 0
+    assert not os.path.exists(srv.pid_path)
+    assert re.search(r"signal 15 \(SIGTERM\) received from \d+, exiting", srv.log_text())
+
+
+def test_hup_replaces_every_worker(ngxws_server):
+    srv = ngxws_server(http=HELLO, workers=2)
+    old = set(srv.wait_workers(2))
+    port = srv.port()
+    srv.signal(signal.SIGHUP)
+    wait_for(lambda: len(srv.workers()) == 2 and not (set(srv.workers()) & old), 15, what="new workers")
+    assert re.search(r"signal 1 \(SIGHUP\) received from \d+, reconfiguring", srv.log_text())
+    # the listening socket survived the reload
+    assert http_get(port).endswith(b"hello\n")
+
+
+def test_hup_broken_config_keeps_workers(ngxws_server):
+    srv = ngxws_server(http=HELLO, workers=2)
+    old = srv.wait_workers(2)
+    port = srv.port()
+    good = open(srv.conf_path).read()
+    srv.write_conf(good + "\nbroken_directive on;\n")
+    srv.allow(r'\[emerg\].*unknown directive "broken_directive"')
+    srv.signal(signal.SIGHUP)
+    srv.wait_log(r'\[emerg\] \d+#\d+: unknown directive "broken_directive" in %s:\d+' % re.escape(srv.conf_path))
+    assert srv.workers() == old
+    assert http_get(port).endswith(b"hello\n")
+
+
+def test_killed_worker_respawned(ngxws_server):
+    srv = ngxws_server(http=HELLO, workers=2)
+    old = srv.wait_workers(2)
+    os.kill(old[0], signal.SIGKILL)
+    srv.allow(r"worker process %d exited on signal 9" % old[0])
+    wait_for(lambda: len(srv.workers()) == 2 and old[0] not in srv.workers(), 10, what="respawn")
+    assert re.search(r"\[alert\] \d+#\d+: worker process %d exited on signal 9" % old[0], srv.log_text())
+    assert http_get(srv.port()).endswith(b"hello\n")
+
+
+def test_usr1_reopens_rotated_log(ngxws_server):
+    srv = ngxws_server(http=HELLO, workers=1)
+    srv.wait_workers(1)
+    os.rename(srv.error_log, srv.error_log + ".1")
+    srv.signal(signal.SIGUSR1)
+    wait_for(lambda: os.path.exists(srv.error_log), 10, what="new error.log")
+    # the worker's own reopen line lands in the new file
+    srv.wait_log(r"reopening logs")
+    with open(srv.error_log + ".1") as f:
+        assert "signal 10 (SIGUSR1)" in f.read()
+
+
+def test_s_reload_and_quit(ngxws_server):
+    srv = ngxws_server(http=HELLO, workers=1)
+    old = srv.wait_workers(1)
+    r = run_cli(*srv.command()[3:], "-s", "reload")
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: srv.workers() and srv.workers() != old, 15, what="reloaded worker")
+    r = run_cli(*srv.command()[3:], "-s", "quit")
+    assert r.returncode == 0, r.stderr
+    srv.proc.wait(15)
+    assert srv.proc.returncode == 0
+    assert not os.path.exists(srv.pid_path)
+
+
+def test_s_without_master(tmp_path):
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(make_conf(str(tmp_path)))
+    r = run_cli("-p", str(tmp_path), "-c", str(conf), "-s", "reload")
+    assert r.returncode == 1
+    assert r.stderr.strip() == 'ngxws: [error] open() "%s/ngxws.pid" failed (2: No such file or directory)' % tmp_path
+
+
+def test_second_instance_on_busy_port(ngxws_server):
+    srv = ngxws_server(http=HELLO)
+    port = srv.port()
+    second = ngxws_server(http=HELLO.replace(":0", ":%d" % port), start=False)
+    second.start(wait=False)
+    second.proc.wait(15)
+    assert second.proc.returncode == 1
+    assert "ngxws: [emerg] bind() to 127.0.0.1:%d failed (98: Address already in use)" % port in second.stderr_text()
+    assert "Traceback" not in second.stderr_text()
+
+
+def cpu_ticks(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def test_emfile_does_not_spin(ngxws_server):
+    srv = ngxws_server(http=HELLO, main="worker_rlimit_nofile 40;", workers=1)
+    srv.allow(r"accept4\(\) failed \(24: Too many open files\)")
+    srv.allow(r"setrlimit")
+    (worker,) = srv.wait_workers(1)
+    port = srv.port()
+    held = []
+    try:
+        for _ in range(60):
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        srv.wait_log(r"\[crit\].*accept4\(\) failed \(24: Too many open files\)")
+        before = cpu_ticks(worker)
+        t0 = time.monotonic()
+        wait_for(lambda: time.monotonic() - t0 > 2.0, 5, what="2 s to pass")
+        used = (cpu_ticks(worker) - before) / os.sysconf("SC_CLK_TCK")
+        assert used < 0.5, "worker spun: %.2f s CPU in 2 s" % used
+    finally:
+        for s in held:
+            s.close()
+    # fds free: it accepts and serves again
+    wait_for(lambda: http_get(port).endswith(b"hello\n"), 10, what="service after EMFILE")
