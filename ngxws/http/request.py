@@ -1,0 +1,480 @@
+"""Request heads and bodies: bytes in, ``Head`` records or ``HttpError`` out (sans-IO).
+
+Theory of operation
+-------------------
+``HttpParser`` is one per client connection and holds the bytes not yet
+consumed.  It finds the end of each request head itself (nginx skips empty
+lines before a request line and accepts bare LF line ends; so does this), so
+that it can apply nginx's buffer limits with nginx's statuses before any
+parsing: a request line longer than a large header buffer is a 414, a header
+line longer than one, or a head longer than all of them, is a 400 "Request
+Header Or Cookie Too Large" (nginx's 494).
+
+The complete head then goes to h11, which does the strict RFC 9112 parsing.
+A fresh ``h11.Connection`` is made for each head (it costs about 1.5 µs):
+ngxws writes its responses itself, in nginx's exact form, because h11's
+writer costs ~20 µs per response and cannot produce nginx's header order;
+and without a response sent through it an h11 connection cannot start its
+next cycle.  On top of h11, what nginx refuses and h11 lets through is
+refused here: obs-fold, a duplicate Content-Length or Host even when equal,
+Content-Length together with Transfer-Encoding, lower-case methods, HTTP/2+
+request lines (505), targets that are not an origin or absolute form, and
+paths that climb above the root.
+
+Bodies: Content-Length bodies are cut from the buffer here; chunked bodies
+are decoded by the same h11 connection (bad chunk sizes are its to find),
+and the bytes it holds past the last chunk come back to this buffer.  Only
+this module imports h11: a hand-written head parser may replace it later
+(docs: DESIGN.md "HTTP parsing and its cost").
+"""
+
+import re
+
+import h11
+
+from .errors import HttpError, REQUEST_HEADER_TOO_LARGE
+
+__all__ = ["HttpParser", "Head", "HttpError", "normalize_uri", "Request", "ERROR", "INFO"]
+
+# core/log.py level numbers, without importing the I/O side
+ERROR = 4
+INFO = 7
+
+_HEAD_END = re.compile(rb"\n\r?\n")
+_CL_LINE = re.compile(rb"\ncontent-length[ \t]*:", re.IGNORECASE)
+_METHOD = re.compile(rb"[A-Z_-]+\Z")
+_PCT = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+if hasattr(h11.Request(method="GET", target="/", headers=[("Host", "a")]).headers, "_full_items"):
+    def _header_list(hs):
+        # h11's Headers is a Sequence whose generic __iter__ costs a call per item
+        return [(n, v) for _, n, v in hs._full_items]
+else:   # pragma: no cover - another h11
+    _header_list = list
+
+
+class Head:
+    """One parsed request head."""
+
+    __slots__ = ("method", "target", "path", "args", "uri", "http_version", "headers", "host",
+                 "content_length", "chunked", "expect_continue", "keep_alive", "request_line",
+                 "length")
+
+    def __init__(self):
+        self.method = ""
+        #: the raw request target, str (latin-1)
+        self.target = ""
+        #: path part of the target as sent (not decoded)
+        self.path = ""
+        #: query string without "?", "" when none
+        self.args = ""
+        #: decoded, normalized path (nginx's $uri)
+        self.uri = ""
+        #: b"1.0" or b"1.1"
+        self.http_version = b"1.1"
+        #: [(lower-case name, value)] as bytes
+        self.headers = []
+        #: the Host header or the absolute URI's host, str, "" when none
+        self.host = ""
+        self.content_length = None
+        self.chunked = False
+        self.expect_continue = False
+        self.keep_alive = True
+        #: the request line, str, for logs ($request)
+        self.request_line = ""
+        #: bytes of the head, for $request_length
+        self.length = 0
+
+
+def _unquote(path):
+    if "%" not in path:
+        return path
+    try:
+        return _PCT.sub(lambda m: chr(int(m.group(1), 16)), path).encode("latin-1").decode(
+            "utf-8", "surrogateescape")
+    except ValueError:
+        return None
+
+
+def normalize_uri(path, merge_slashes=True):
+    """nginx's URI normalization: %XX decoded, // merged, /./ and /../ resolved.
+
+    Returns None when the path is invalid: a NUL, or ``..`` above the root.
+    """
+    uri = _unquote(path)
+    if uri is None or "\x00" in uri:
+        return None
+    if "/." not in uri and ("//" not in uri or not merge_slashes):
+        return uri
+    out = []
+    for seg in uri.split("/")[1:]:
+        if seg == ".":
+            continue
+        if seg == "..":
+            if not out:
+                return None
+            out.pop()
+            continue
+        if seg == "" and merge_slashes and out and out[-1] == "":
+            continue
+        out.append(seg)
+    # a trailing "." or ".." leaves a directory: keep the trailing slash
+    if uri.endswith(("/.", "/..")) and (not out or out[-1] != ""):
+        out.append("")
+    return "/" + "/".join(out)
+
+
+def _h11_message(exc):
+    """nginx's wording and status for an h11 complaint."""
+    text = str(exc)
+    if text.startswith(("illegal request line", "no request line")):
+        return 400, "client sent invalid request", True
+    if text.startswith("Missing mandatory Host"):
+        return 400, 'client sent HTTP/1.1 request without "Host" header', False
+    if text.startswith("conflicting Content-Length"):
+        return 400, 'client sent duplicate header line: "Content-Length"', False
+    if text.startswith("bad Content-Length"):
+        return 400, 'client sent invalid "Content-Length" header', False
+    if text.startswith("Only Transfer-Encoding"):
+        return 501, 'client sent unknown "Transfer-Encoding"', False
+    if text.startswith("Found multiple Host"):
+        return 400, "client sent duplicate host header", False
+    if text.startswith("multiple Transfer-Encoding"):
+        return 400, 'client sent duplicate header line: "Transfer-Encoding"', False
+    return 400, "client sent invalid header line", False
+
+
+class HttpParser:
+    """The request stream of one connection."""
+
+    __slots__ = ("buf", "scan", "large_size", "max_head", "_h11", "body", "body_left",
+                 "body_size", "in_request_line")
+
+    def __init__(self, large_size=8192, large_num=4):
+        self.buf = bytearray()
+        # where the search for the end of the head resumes
+        self.scan = 0
+        self.large_size = large_size
+        self.max_head = large_size * large_num
+        self._h11 = None
+        #: body parts read so far
+        self.body = None
+        #: Content-Length bytes still to come; -1 for chunked
+        self.body_left = 0
+        self.body_size = 0
+        #: for the error log's "while reading client request line/headers"
+        self.in_request_line = True
+
+    def feed(self, data):
+        if self._h11 is not None:
+            self._h11.receive_data(data)
+        else:
+            self.buf += data
+
+    def feed_eof(self):
+        if self._h11 is not None:
+            self._h11.receive_data(b"")
+
+    @property
+    def buffered(self):
+        """Bytes received and not yet consumed (a pipelined request, say)."""
+        return len(self.buf)
+
+    # -- heads ---------------------------------------------------------------
+
+    def next_head(self):
+        """A Head when a complete head is buffered, else None; HttpError when it is bad."""
+        buf = self.buf
+        if not buf:
+            return None
+        if buf[0] in (13, 10):
+            # nginx skips empty lines before a request line
+            i = 0
+            n = len(buf)
+            while i < n and buf[i] in (13, 10):
+                i += 1
+            del buf[:i]
+            self.scan = 0
+            if not buf:
+                return None
+        m = _HEAD_END.search(buf, self.scan)
+        if m is None:
+            self._check_partial()
+            self.scan = max(0, len(buf) - 2)
+            return None
+        end = m.end()
+        head = bytes(buf[:end])
+        del buf[:end]
+        self.scan = 0
+        self.in_request_line = True
+        return self._parse(head)
+
+    def _check_partial(self):
+        buf = self.buf
+        nl = buf.find(b"\n")
+        size = self.large_size
+        if nl == -1 or nl + 1 > size:
+            if len(buf) > size:
+                raise HttpError(414, "client sent too long URI")
+            return
+        self.in_request_line = False
+        if len(buf) > self.max_head or len(buf) - buf.rfind(b"\n") - 1 > size:
+            raise HttpError(REQUEST_HEADER_TOO_LARGE, "client sent too long header line")
+
+    def _parse(self, head):
+        size = self.large_size
+        nl = head.find(b"\n")
+        if nl + 1 > size:
+            raise HttpError(414, "client sent too long URI")
+        self.in_request_line = False
+        if len(head) > size:
+            if len(head) > self.max_head:
+                raise HttpError(REQUEST_HEADER_TOO_LARGE, "client sent too long header line")
+            for line in head.split(b"\n"):
+                if len(line) + 1 > size:
+                    raise HttpError(REQUEST_HEADER_TOO_LARGE, "client sent too long header line")
+        if b"\n " in head or b"\n\t" in head:
+            raise HttpError(400, "client sent invalid header line")
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=len(head) + 1)
+        conn.receive_data(head)
+        try:
+            ev = conn.next_event()
+        except h11.RemoteProtocolError as e:
+            status, msg, in_line = _h11_message(e)
+            self.in_request_line = in_line
+            raise HttpError(status, msg) from None
+        if type(ev) is not h11.Request:
+            raise HttpError(400, "client sent invalid request")
+        h = Head()
+        h.length = len(head)
+        method = ev.method
+        if _METHOD.match(method) is None:
+            self.in_request_line = True
+            raise HttpError(400, "client sent invalid method")
+        if ev.http_version[0] != 49:    # "1"
+            self.in_request_line = True
+            if ev.http_version[0] > 49:
+                raise HttpError(505, "client sent invalid version")
+            raise HttpError(400, "client sent invalid request")
+        h.method = method.decode("ascii")
+        target = ev.target.decode("latin-1")
+        h.target = target
+        h.http_version = b"1.0" if ev.http_version == b"1.0" else b"1.1"
+        h.request_line = "%s %s HTTP/%s" % (h.method, target, ev.http_version.decode("ascii"))
+        host = ""
+        if target[0] != "/":
+            lower = target[:8].lower()
+            if lower.startswith("http://") or lower.startswith("https://"):
+                rest = target[target.index("//") + 2:]
+                slash = rest.find("/")
+                host = rest if slash == -1 else rest[:slash]
+                target = "/" if slash == -1 else rest[slash:]
+            else:
+                self.in_request_line = True
+                raise HttpError(400, "client sent invalid request")
+        q = target.find("?")
+        if q == -1:
+            h.path = target
+        else:
+            h.path = target[:q]
+            h.args = target[q + 1:]
+        uri = normalize_uri(h.path)
+        if uri is None:
+            self.in_request_line = True
+            raise HttpError(400, "client sent invalid request")
+        h.uri = uri
+
+        headers = _header_list(ev.headers)
+        h.headers = headers
+        seen_host = False
+        connection = None
+        for name, value in headers:
+            if name == b"host":
+                if seen_host:
+                    raise HttpError(400, "client sent duplicate host header")
+                seen_host = True
+                if not host:
+                    host = value.decode("latin-1")
+            elif name == b"content-length":
+                h.content_length = int(value)
+            elif name == b"transfer-encoding":
+                h.chunked = True
+            elif name == b"connection":
+                connection = value.lower()
+            elif name == b"expect":
+                h.expect_continue = value.lower() == b"100-continue"
+        h.host = host
+        if h.content_length is not None:
+            if h.chunked:
+                raise HttpError(400, 'client sent "Content-Length" and "Transfer-Encoding" headers '
+                                     'at the same time')
+            if len(_CL_LINE.findall(head)) > 1:
+                raise HttpError(400, 'client sent duplicate header line: "Content-Length"')
+        if h.http_version == b"1.1":
+            h.keep_alive = connection is None or b"close" not in connection
+        else:
+            h.keep_alive = connection is not None and b"keep-alive" in connection
+        if h.chunked:
+            # h11 decodes the chunks; it owns the stream until the body ends
+            conn.receive_data(bytes(self.buf))
+            self.buf.clear()
+            self._h11 = conn
+            self.body_left = -1
+        else:
+            self.body_left = h.content_length or 0
+        self.body = None
+        self.body_size = 0
+        return h
+
+    # -- bodies --------------------------------------------------------------
+
+    def read_body(self, max_size=0):
+        """The whole body once it is buffered, else None; HttpError when it is bad.
+
+        ``max_size`` (0: no limit) applies to chunked bodies as they arrive;
+        a Content-Length is checked by the caller before reading starts.
+        """
+        left = self.body_left
+        if left == 0:
+            return self._body_done()
+        if left > 0:
+            buf = self.buf
+            if len(buf) >= left:
+                part = bytes(buf[:left])
+                del buf[:left]
+                self.body_left = 0
+                self.body_size += left
+                self._add(part)
+                return self._body_done()
+            if buf:
+                self.body_left = left - len(buf)
+                self.body_size += len(buf)
+                self._add(bytes(buf))
+                buf.clear()
+            return None
+        conn = self._h11
+        while True:
+            try:
+                ev = conn.next_event()
+            except h11.RemoteProtocolError:
+                raise HttpError(400, "client sent invalid chunked body", ERROR) from None
+            t = type(ev)
+            if t is h11.Data:
+                self.body_size += len(ev.data)
+                if max_size and self.body_size > max_size:
+                    raise HttpError(413, "client intended to send too large chunked body: %d bytes"
+                                    % self.body_size, ERROR)
+                self._add(bytes(ev.data))
+            elif t is h11.EndOfMessage:
+                rest = conn.trailing_data[0]
+                self._h11 = None
+                self.buf = bytearray(rest)
+                self.body_left = 0
+                return self._body_done()
+            elif ev is h11.NEED_DATA:
+                return None
+            else:
+                # PAUSED or ConnectionClosed mid-body
+                raise HttpError(400, "client prematurely closed connection", INFO)
+
+    def _add(self, part):
+        if self.body is None:
+            self.body = [part]
+        else:
+            self.body.append(part)
+
+    def _body_done(self):
+        parts = self.body
+        self.body = None
+        if not parts:
+            return b""
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    @property
+    def body_pending(self):
+        """Some of the current body has still to arrive."""
+        return self.body_left != 0
+
+    def take_trailing(self):
+        """Everything buffered past the current head (and body), handing it over."""
+        if self._h11 is not None:
+            data = self._h11.trailing_data[0]
+            self._h11 = None
+        else:
+            data = bytes(self.buf)
+        self.buf = bytearray()
+        return data
+
+
+class Request:
+    """One request as the content handlers see it.
+
+    The I/O side (http/handler.py) creates it and gives it ``hc``, the object that
+    owns the connection's HTTP state; the response methods delegate to it.
+    """
+
+    __slots__ = ("hc", "conn", "head", "method", "target", "uri", "args", "headers", "http_version",
+                 "body", "srv_conf", "loc", "status", "discard_body", "header_only", "start_ms",
+                 "start_time", "bytes_sent", "body_bytes_sent", "match", "keep_alive", "detached",
+                 "done", "ctx")
+
+    def __init__(self, hc, conn, head, srv_conf):
+        self.hc = hc
+        self.conn = conn
+        self.head = head
+        self.method = head.method
+        self.target = head.target
+        self.uri = head.uri
+        self.args = head.args
+        self.headers = head.headers
+        self.http_version = head.http_version
+        self.body = b""
+        self.srv_conf = srv_conf
+        #: the core LocationConf chosen for this request
+        self.loc = None
+        self.status = 0
+        #: set by a content handler (before it returns) that does not want the body read
+        self.discard_body = False
+        self.header_only = head.method == "HEAD"
+        self.start_ms = 0
+        self.start_time = 0.0
+        self.bytes_sent = 0
+        self.body_bytes_sent = 0
+        #: the re.Match of a regex location, for captures
+        self.match = None
+        self.keep_alive = head.keep_alive
+        self.detached = False
+        self.done = False
+        #: per-request data of other modules, by module name
+        self.ctx = None
+
+    @property
+    def trailing(self):
+        """Bytes read past the head (and body), not yet consumed."""
+        return bytes(self.hc.parser.buf)
+
+    def header(self, name):
+        """The first value of header ``name`` (bytes, any case), or None."""
+        name = name.lower()
+        for n, v in self.headers:
+            if n == name:
+                return v
+        return None
+
+    def loc_conf(self, module):
+        """The loc conf of ``module`` (its name or the module) for this request's location."""
+        return self.loc.module_conf(module if isinstance(module, str) else module.name)
+
+    def send_response(self, status, headers=(), body=b"", content_type=None, last_modified=None,
+                      location=None):
+        """Answer with ``status``; headers are (bytes name, bytes value) pairs after nginx's own."""
+        self.hc.send_response(self, status, headers, body, content_type, last_modified, location)
+
+    def finalize(self, status):
+        """End the request with ``status``: nginx's error page, or nothing for 444/499/408."""
+        self.hc.finalize(self, status)
+
+    def detach(self):
+        """Hand the connection over (WebSocket upgrade): returns (sock, trailing_bytes)."""
+        return self.hc.detach(self)
