@@ -1,0 +1,1 @@
+"""ngxws's benchmark suite: ngxws side by side with Nchan, aiohttp and websockets (see README.md)."""

@@ -1,0 +1,1 @@
+"""The Python peers the benchmark runs ngxws against (each a standalone script)."""
