@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 ``log_format`` compiles its text once into literal bytes and variable getters;
 a logged request costs one getter call per variable, the escaping of values that
-need it, and one ``join``.  Values are bytes on the way out: text that came off
-the wire is latin-1 (byte-exact), anything else UTF-8.  Escaping is nginx's:
+need it, and one ``join``.  Values are bytes on the way out: variables carry one
+byte per character (latin-1), literal format text is the config's UTF-8.  Escaping is nginx's:
 
 * ``default``: ``"``, ``\\``, bytes below 0x20 and from 0x7f up become ``\\xHH``
   (upper-case hex); a variable that is not found is logged as ``-``;
@@ -81,6 +81,8 @@ def escape_json(b):
 
 
 def _to_bytes(v):
+    # values carry one byte per character (variables.py); a getter of another
+    # module that hands back real Unicode gets its UTF-8 logged
     try:
         return v.encode("latin-1")
     except UnicodeEncodeError:

@@ -14,13 +14,18 @@ literals and getters, so that a request costs one call per variable and one
 ``join`` (nginx's complex values).  The log module compiles its formats with the
 same tokenizer (``parse_template``) and its own error wording.
 
-Text that came off the wire is kept byte-exact: bytes are decoded as latin-1
-(one character per byte), which the log module encodes back to the same bytes.
+Values are byte strings carried as ``str``: one character per byte (latin-1),
+whether they came off the wire or from the config file (whose UTF-8 text is
+re-spelt that way once, at configuration time).  So the value of a compiled
+text is turned into the exact bytes nginx would send or log with
+``.encode("latin-1")``, and no value is ever re-encoded by guesswork.
 
 Request and connection attributes read here (owned by http/request.py and
 core/connection.py; see docs/internals.md): ``method target uri args headers
-http_version request_line status bytes_sent body_bytes_sent request_length
-start_time response_headers captures srv_conf conn`` and ``conn.peer local number
+http_version status bytes_sent body_bytes_sent start_time srv_conf conn``, the
+head's ``request_line`` and ``length`` (``request_line``/``request_length`` on
+the request win when present), ``body``, ``response_headers``, ``match`` (the
+regex location's ``re.Match``, for ``$1``) and ``conn.peer local number
 requests``.  A missing attribute reads as "not found" rather than failing:
 a request that failed to parse still gets logged.
 """
@@ -34,7 +39,7 @@ from ngxws import __version__
 from ngxws.core.directives import ConfigError
 
 __all__ = ["VARIABLES", "PREFIX_VARIABLES", "compile_complex", "parse_template", "get_variable",
-           "text", "header_value"]
+           "text", "conf_text", "header_value"]
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -46,6 +51,13 @@ def text(v):
     if v.__class__ is bytes or v.__class__ is bytearray:
         return v.decode("latin-1")
     return v
+
+
+def conf_text(s):
+    """Config text (any Unicode) spelt as its UTF-8 bytes, one character per byte."""
+    if s.isascii():
+        return s
+    return s.encode("utf-8").decode("latin-1")
 
 
 # -- time, formatted once per second (nginx's cached ngx_cached_http_log_time) --------
@@ -153,7 +165,7 @@ def _pid(r):
     return _PID[1]
 
 
-_HOSTNAME = socket.gethostname()
+_HOSTNAME = conf_text(socket.gethostname())
 
 
 # -- request line ------------------------------------------------------------------
@@ -167,6 +179,9 @@ def _http_version(r):
 
 def _request(r):
     line = getattr(r, "request_line", None)
+    if line is None:
+        head = getattr(r, "head", None)
+        line = getattr(head, "request_line", None)
     if line is not None:
         return text(line) or None
     method = getattr(r, "method", None)
@@ -216,7 +231,14 @@ def _bytes_sent(r):
 
 
 def _request_length(r):
-    return str(getattr(r, "request_length", 0))
+    n = getattr(r, "request_length", None)
+    if n is None:
+        # the head as read, plus the body
+        n = getattr(getattr(r, "head", None), "length", 0)
+        body = getattr(r, "body", None)
+        if body:
+            n += len(body)
+    return str(n)
 
 
 def _server_name(r):
@@ -226,6 +248,8 @@ def _server_name(r):
     name = getattr(srv, "server_name", "")
     if name.__class__ is list or name.__class__ is tuple:
         name = name[0] if name else ""
+    if name.__class__ is str:
+        return conf_text(name)
     return text(name) or ""
 
 
@@ -384,7 +408,12 @@ PREFIX_VARIABLES = {
 def _capture_getter(n):
     def get(r):
         caps = getattr(r, "captures", None)
-        if caps is None or n >= len(caps):
+        if caps is None:
+            m = getattr(r, "match", None)
+            if m is None or n > (m.re.groups if hasattr(m, "re") else -1):
+                return None
+            return text(m.group(n)) or None
+        if n >= len(caps):
             return None
         return text(caps[n])
     return get
@@ -453,13 +482,17 @@ def _invalid_name(rest):
 
 
 def compile_complex(s):
-    """``return`` text / ``add_header`` value -> ``f(request) -> str``; ConfigError if bad."""
+    """``return`` text / ``add_header`` value -> ``f(request) -> str``; ConfigError if bad.
+
+    The result has one character per byte: ``.encode("latin-1")`` gives the bytes
+    to send (config text in UTF-8, wire bytes as they came).
+    """
     parts = []
     for p in parse_template(s, _invalid_name):
         if p.__class__ is tuple:
             parts.append(get_variable(p[0], captures=True))
         else:
-            parts.append(p)
+            parts.append(conf_text(p))
     if not parts:
         return lambda r: ""
     if len(parts) == 1 and parts[0].__class__ is str:

@@ -229,8 +229,22 @@ def test_complex_constant_and_single():
 
 
 def test_captures():
+    import re
     f = compile_complex("$1-$2-$9")
     assert f(FakeRequest(captures=["/a/b", "a", "b"])) == "a-b-"
+    # from a regex location's match, as http/request.py keeps it
+    assert f(FakeRequest(match=re.match(r"/(\w)/(\w)", "/a/b"))) == "a-b-"
+    assert f(FakeRequest()) == "--"
+
+
+def test_head_fallbacks():
+    class Head:
+        request_line = "GET /x HTTP/1.0"
+        length = 40
+    r = FakeRequest(head=Head(), body=b"abc")
+    del r.request_length
+    assert v("request", r) == "GET /x HTTP/1.0"
+    assert v("request_length", r) == "43"
 
 
 @pytest.mark.parametrize("text,message", [
@@ -258,4 +272,12 @@ def test_any_text_compiles_or_config_error(s):
     out = f(FakeRequest())
     assert isinstance(out, str)
     if "$" not in s:
-        assert out == s
+        assert out.encode("latin-1") == s.encode("utf-8", "surrogatepass")
+
+
+def test_values_are_one_byte_per_character():
+    class Srv:
+        server_name = "b\u00fccher.test"
+    r = FakeRequest(srv_conf=Srv(), headers=[(b"x-a", b"\xc3\xa9")])
+    out = compile_complex("\u00e9 $server_name $http_x_a")(r)
+    assert out.encode("latin-1") == b"\xc3\xa9 b\xc3\xbccher.test \xc3\xa9"
