@@ -1,0 +1,543 @@
+"""Forwarding client events to a backend over Pushpin's WebSocket-over-HTTP protocol.
+
+Theory of operation
+-------------------
+A `websocket` location with ``websocket_pass URL`` turns ngxws from an echo server into a
+gateway.  Each client gets an :class:`UpstreamSession` (``session.upstream``) that speaks
+``application/websocket-events`` (wsoh.py) to the backend through the worker's pooled HTTP
+client (http/client.py), one POST at a time:
+
+    OPENING --2xx with OPEN--> ACTIVE --client leaves--> CLOSING --last answer--> DONE
+    OPENING --other status--> DONE (the handshake is refused with that status)
+    any     --backend unreachable, 5xx, bad answer--> DONE (client closed 1011, or 502/504)
+
+- OPENING: the handshake waits for the backend.  The request carries an OPEN event, the client's
+  handshake headers (minus hop-by-hop ones and any ``Meta-*``, which only the backend may set),
+  its query string, ``Connection-Id`` and ``Push-Url`` (this client's push URLs).  A 2xx answer
+  whose first event is OPEN accepts the client: its headers (``Sec-WebSocket-Protocol``, cookies,
+  ...) go into the 101, and the events after OPEN are the client's first messages, after the push
+  URL message.  Any other status refuses the handshake with that status and body.
+- ACTIVE: one request in flight per client.  Client messages that arrive meanwhile are encoded
+  at once into ``pending`` (one bytearray, no per-message object) and leave together in the next
+  request, so order holds and a chatty client costs one request per round trip.  ``pending`` is
+  bounded by ``websocket_pass_queue_size``: over it, the client is closed with 1008.
+- Every answer may carry ``Set-Meta-X: v``, which binds ``Meta-X: v`` to all later requests
+  (an empty value unbinds), and events for the client: TEXT, BINARY, PING (sent to the client),
+  CLOSE (a close handshake with its code), DISCONNECT (dropped at once).  PONG is ignored: the
+  session answers the client's pings itself.
+- CLOSING: the client is gone; a CLOSE event with its code (or DISCONNECT when it left without
+  a close handshake) is queued after whatever was pending and delivered best effort: every step
+  is bounded by the connect and read timeouts and by the retry limit, and nothing is delivered to
+  the gone client.
+- Failures: a request that cannot have reached the backend (connect refused or timed out) is
+  retried after 100, 200, 400 ms (plus jitter), then the client is closed with 1011 (a handshake
+  in progress gets 502, or 504 on a timeout) and an ``error`` line says why.  A request that may
+  have reached the backend is never replayed: order and exactly-once matter more than a retry.
+
+Keep-Alive-Interval and Content-Bytes-Accepted (Pushpin extensions) are not implemented: every
+answer accepts all events sent, and ngxws sends no empty keep-alive requests.
+"""
+
+import enum
+import random
+from dataclasses import dataclass, field
+
+from wsproto.events import TextMessage
+
+from ..core.directives import (UNSET, Args, ConfigError, Ctx, Directive, Slot, merge, parse_size,
+                               set_msec, set_num)
+from ..core.loop import Event
+from ..http.client import HttpClient, URLError, parse_url
+from ..http.module import HttpModule
+from . import wsoh
+from .wsoh import BINARY, CLOSE, CONTENT_TYPE_BYTES, DISCONNECT, OPEN, PING, PONG, TEXT, EventsError
+
+__all__ = ["UpstreamConf", "UpstreamModule", "UpstreamSession", "State", "DIRECTIVES", "create",
+           "PUSH_URL_HEADER"]
+
+MODULE_NAME = "websocket_upstream"
+
+#: ngxws' own request header: this client's push URLs, comma-separated
+PUSH_URL_HEADER = b"push-url"
+
+#: retries of a request that cannot have reached the backend, and the first delay (doubled)
+RETRY_MAX = 3
+RETRY_DELAY = 100
+RETRY_JITTER = 50
+#: bytes of a refusing answer's body relayed to the client (Pushpin's bound)
+REFUSE_BODY_MAX = 100_000
+
+#: client handshake headers never replayed to the backend
+_NOT_REPLAYED = frozenset((
+    b"host", b"connection", b"keep-alive", b"upgrade", b"te", b"trailer", b"transfer-encoding",
+    b"proxy-connection", b"content-length", b"content-type", b"accept", b"expect",
+    b"connection-id", PUSH_URL_HEADER,
+))
+#: backend answer headers that never go into the 101 (we make our own)
+_NOT_IN_101 = frozenset((
+    b"content-length", b"content-type", b"transfer-encoding", b"connection", b"keep-alive",
+    b"upgrade", b"date", b"server", b"keep-alive-interval", b"content-bytes-accepted",
+    b"sec-websocket-accept", b"sec-websocket-extensions", b"sec-websocket-protocol",
+    b"sec-websocket-version",
+))
+#: backend answer headers that never go into a refusal (nginx sets its own framing)
+_NOT_IN_REFUSAL = frozenset((
+    b"content-length", b"content-type", b"transfer-encoding", b"connection", b"keep-alive",
+    b"upgrade", b"date", b"server", b"keep-alive-interval", b"content-bytes-accepted",
+))
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class UpstreamConf:
+    #: UpstreamURL, or None for echo
+    url: object = UNSET
+    connect_timeout: int = UNSET
+    read_timeout: int = UNSET
+    keepalive: int = UNSET
+    queue_size: int = UNSET
+    #: [(lower-case bytes name, bytes value)] from websocket_pass_header
+    headers: list = UNSET
+    #: the worker's HttpClient for this location, made on first use after fork
+    client: object = field(default=None)
+
+
+def _set_pass(cf, node, conf):
+    if conf.url is not UNSET:
+        raise ConfigError('"websocket_pass" directive is duplicate')
+    try:
+        conf.url = parse_url(node.args[0])
+    except URLError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _set_header(cf, node, conf):
+    name, value = node.args
+    if not name or any(c in name for c in ' \t:\r\n') or any(c in value for c in "\r\n"):
+        raise ConfigError('invalid header "%s" in "websocket_pass_header" directive' % name)
+    if conf.headers is UNSET:
+        conf.headers = []
+    conf.headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+
+
+def _set_queue_size(cf, node, conf):
+    if conf.queue_size is not UNSET:
+        raise ConfigError('"websocket_pass_queue_size" directive is duplicate')
+    try:
+        size = parse_size(node.args[0])
+    except ValueError:
+        size = -1
+    if size <= 0:
+        raise ConfigError('"websocket_pass_queue_size" directive invalid value')
+    conf.queue_size = size
+
+
+def _set_keepalive(cf, node, conf):
+    set_num("keepalive")(cf, node, conf)
+    if conf.keepalive < 0:
+        raise ConfigError('"websocket_pass_keepalive" directive invalid value')
+
+
+_ANY = Ctx.HTTP | Ctx.SRV | Ctx.LOC
+
+DIRECTIVES = (
+    Directive("websocket_pass", Ctx.LOC, Args.TAKE1, _set_pass, Slot.LOC),
+    Directive("websocket_pass_connect_timeout", _ANY, Args.TAKE1, set_msec("connect_timeout"), Slot.LOC),
+    Directive("websocket_pass_read_timeout", _ANY, Args.TAKE1, set_msec("read_timeout"), Slot.LOC),
+    Directive("websocket_pass_header", _ANY, Args.TAKE2, _set_header, Slot.LOC),
+    Directive("websocket_pass_keepalive", _ANY, Args.TAKE1, _set_keepalive, Slot.LOC),
+    Directive("websocket_pass_queue_size", _ANY, Args.TAKE1, _set_queue_size, Slot.LOC),
+)
+
+
+class UpstreamModule(HttpModule):
+    name = MODULE_NAME
+    DIRECTIVES = DIRECTIVES
+
+    def create_loc_conf(self, cf):
+        return UpstreamConf()
+
+    def merge_loc_conf(self, parent, child):
+        # websocket_pass itself is not inherited (nginx's proxy_pass is not either)
+        if child.url is UNSET:
+            child.url = None
+        url = child.url
+        merge(child, parent, connect_timeout=60_000, read_timeout=60_000, keepalive=16,
+              queue_size=256 * 1024, headers=[])
+        child.url = url
+        return child
+
+    def exit_process(self, cycle):
+        for client in _CLIENTS:
+            client.close_idle()
+
+
+#: every HttpClient made in this worker, for exit_process
+_CLIENTS = []
+
+
+def _client(conf, conn):
+    client = conf.client
+    if client is None:
+        pool = conn.pool
+        client = HttpClient(pool.loop, pool, conf.url, pool.error_log, keepalive=conf.keepalive,
+                            connect_timeout=conf.connect_timeout, read_timeout=conf.read_timeout)
+        conf.client = client
+        _CLIENTS.append(client)
+    return client
+
+
+# -- one client's upstream ----------------------------------------------------------------------
+
+class State(enum.Enum):
+    #: OPEN sent; the client's handshake waits for the backend's answer
+    OPENING = 1
+    #: accepted; client messages are forwarded, answers relayed
+    ACTIVE = 2
+    #: the client is gone; its last events (CLOSE or DISCONNECT) are being delivered
+    CLOSING = 3
+    #: nothing more to send or receive
+    DONE = 4
+
+
+OPENING = State.OPENING
+ACTIVE = State.ACTIVE
+CLOSING = State.CLOSING
+DONE = State.DONE
+
+
+def create(session, request):
+    """The UpstreamSession for ``session`` if its location has ``websocket_pass``, else None."""
+    conf = request.loc_conf(MODULE_NAME)
+    if conf is None or not conf.url:
+        return None
+    return UpstreamSession(conf, session, request)
+
+
+class UpstreamSession:
+    __slots__ = ("conf", "session", "state", "pending", "req", "body", "meta", "headers",
+                 "target", "retries", "retry_ev", "accept", "refuse", "log", "offered")
+
+    def __init__(self, conf, session, request):
+        self.conf = conf
+        self.session = session
+        self.state = OPENING
+        #: encoded events not yet sent
+        self.pending = bytearray()
+        #: the ClientRequest in flight, and its body (kept for a retry)
+        self.req = None
+        self.body = None
+        #: {lower-case bytes name: bytes value} bound by Set-Meta-*, None while empty
+        self.meta = None
+        self.retries = 0
+        self.retry_ev = None
+        self.accept = None
+        self.refuse = None
+        self.log = request.conn.log
+        url = conf.url
+        args = request.args
+        if args:
+            path = url.path
+            self.target = path + (b"&" if b"?" in path else b"?") + args.encode("latin-1")
+        else:
+            self.target = url.path
+        headers = [(n, v) for n, v in request.headers
+                   if n not in _NOT_REPLAYED and not n.startswith(b"meta-")]
+        headers.append((b"accept", CONTENT_TYPE_BYTES))
+        headers.append((b"content-type", CONTENT_TYPE_BYTES))
+        headers.append((b"connection-id", session.id.encode("ascii")))
+        push_urls = session.push_urls
+        if push_urls:
+            headers.append((PUSH_URL_HEADER, push_urls.encode("latin-1")))
+        headers.extend(conf.headers)
+        #: sent with every request, built once
+        self.headers = headers
+        #: subprotocols the client offered, to check the backend's choice
+        self.offered = request.header(b"sec-websocket-protocol")
+
+    # -- the websocket module's side ------------------------------------------------------------
+
+    def open(self, accept, refuse):
+        """Ask the backend about this client.
+
+        Exactly one of these is called later, from the loop:
+        ``accept(headers, subprotocol)``: write the 101 with these extra headers and the chosen
+        subprotocol (bytes or None), and attach the session (which queues the push URL message);
+        the backend's first messages are sent right after it returns.
+        ``refuse(status, headers, body)``: answer the handshake with that status instead.
+        """
+        self.accept = accept
+        self.refuse = refuse
+        wsoh.encode_into(self.pending, OPEN)
+        self._send()
+
+    def on_message(self, session, event):
+        """A whole message from the client (wsproto TextMessage or BytesMessage)."""
+        if self.state is not ACTIVE:
+            return
+        data = event.data
+        if type(event) is TextMessage:
+            wsoh.encode_into(self.pending, TEXT, data.encode("utf-8", "surrogatepass"))
+        else:
+            wsoh.encode_into(self.pending, BINARY, data)
+        if self.req is None and self.retry_ev is None:
+            self._send()
+        elif len(self.pending) > self.conf.queue_size:
+            self._overflow()
+
+    def on_ping(self, session, payload):
+        """A ping from the client (the session has answered it): forwarded as a PING event."""
+        if self.state is not ACTIVE:
+            return
+        wsoh.encode_into(self.pending, PING, bytes(payload) if payload else None)
+        if self.req is None and self.retry_ev is None:
+            self._send()
+
+    def on_close(self, session, code, reason):
+        """The client left: with a close handshake (``code``), or without one (1006)."""
+        state = self.state
+        if state is DONE or state is CLOSING:
+            return
+        if code == 1006:
+            wsoh.encode_into(self.pending, DISCONNECT)
+        elif code is None or code == 1005:
+            wsoh.encode_into(self.pending, CLOSE)
+        else:
+            wsoh.encode_into(self.pending, CLOSE, wsoh.close_content(code, reason or ""))
+        self.state = CLOSING
+        if self.req is None and self.retry_ev is None:
+            self._send()
+
+    def cancel(self):
+        """Stop everything now (the handshake was abandoned before the answer)."""
+        self.state = DONE
+        self.pending = bytearray()
+        if self.req is not None:
+            self.req.cancel()
+            self.req = None
+        if self.retry_ev is not None:
+            self._client().loop.del_timer(self.retry_ev)
+            self.retry_ev = None
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def _client(self):
+        client = self.conf.client
+        if client is None:
+            client = _client(self.conf, self._conn())
+        return client
+
+    def _conn(self):
+        conn = self.session.conn
+        if conn is None:
+            conn = self.log.conn
+        return conn
+
+    def _send(self):
+        pending = self.pending
+        self.pending = bytearray()
+        self.body = bytes(pending)
+        self._request()
+
+    def _request(self):
+        meta = self.meta
+        headers = self.headers
+        if meta:
+            headers = headers + [(b"meta-" + n, v) for n, v in meta.items()]
+        self.req = self._client().request(b"POST", self.target, headers, self.body,
+                                          _response_handler, self, self.log)
+
+    def _overflow(self):
+        self.log.error("websocket upstream queue over websocket_pass_queue_size %d, %d bytes",
+                       self.conf.queue_size, len(self.pending))
+        # the backend learns why (after what is in flight); the queued messages are dropped
+        self.pending = bytearray()
+        wsoh.encode_into(self.pending, CLOSE, wsoh.close_content(1008, "queue full"))
+        self.state = CLOSING
+        self.session.close(1008, "upstream queue full")
+
+    def _retry(self, error):
+        self.retries += 1
+        delay = (RETRY_DELAY << (self.retries - 1)) + random.randrange(RETRY_JITTER)
+        if self.log.debug_enabled:
+            self.log.debug("websocket upstream: %s, retry %d in %d ms", error, self.retries, delay)
+        ev = Event(_retry_handler, self)
+        self.retry_ev = ev
+        self._client().loop.add_timer(ev, delay)
+
+    # -- answers --------------------------------------------------------------------------------
+
+    def _answer(self, req):
+        self.req = None
+        state = self.state
+        if state is DONE:
+            return
+        name = self.conf.url.name
+        if req.error is not None:
+            if req.retryable and self.retries < RETRY_MAX:
+                self._retry(req.error)
+                return
+            self._fail(req.error, 504 if "timed out" in req.error else 502)
+            return
+        self.retries = 0
+        self.body = None
+        status = req.status
+        headers = req.response_headers
+
+        if not 200 <= status < 300:
+            if state is OPENING:
+                self.state = DONE
+                self.log.info('websocket upstream refused the handshake with %d, upstream: "%s"',
+                              status, name)
+                body = req.response_body[:REFUSE_BODY_MAX]
+                ctype = req.header(b"content-type")
+                out = [(n, v) for n, v in headers
+                       if n not in _NOT_IN_REFUSAL and not n.startswith(b"set-meta-")]
+                if ctype is not None and body:
+                    out.append((b"content-type", ctype))
+                self._call_refuse(status, out, body)
+                return
+            if status >= 500:
+                self._fail("upstream answered %d" % status, 502)
+            else:
+                self._fail("upstream answered %d" % status, 502, 1008)
+            return
+
+        body = req.response_body
+        if body:
+            ctype = req.header(b"content-type")
+            if ctype is None or ctype.split(b";", 1)[0].strip().lower() != CONTENT_TYPE_BYTES:
+                self._fail('upstream sent "Content-Type: %s", expected "%s"'
+                           % ((ctype or b"").decode("latin-1"), wsoh.CONTENT_TYPE), 502)
+                return
+            try:
+                events = wsoh.decode(body)
+            except EventsError as e:
+                self._fail("upstream sent invalid events: %s" % e, 502)
+                return
+        else:
+            events = ()
+
+        for n, v in headers:
+            if n.startswith(b"set-meta-") and len(n) > 9:
+                meta = self.meta
+                if meta is None:
+                    meta = self.meta = {}
+                if v:
+                    meta[n[9:]] = v
+                else:
+                    meta.pop(n[9:], None)
+
+        if state is OPENING:
+            if not events or events[0][0] is not OPEN:
+                self._fail("upstream accepted the handshake without an OPEN event", 502)
+                return
+            subprotocol = None
+            extra = []
+            for n, v in headers:
+                if n == b"sec-websocket-protocol":
+                    subprotocol = v.strip()
+                elif n not in _NOT_IN_101 and not n.startswith(b"set-meta-"):
+                    extra.append((n, v))
+            if subprotocol is not None and not self._offered(subprotocol):
+                self._fail('upstream chose subprotocol "%s" the client did not offer'
+                           % subprotocol.decode("latin-1"), 502)
+                return
+            self.state = ACTIVE
+            accept = self.accept
+            self.accept = self.refuse = None
+            accept(extra, subprotocol)
+            if self.state is not ACTIVE:
+                return
+            events = events[1:]
+        elif state is CLOSING:
+            # the client is gone: nothing to deliver; finish what is queued
+            if self.pending:
+                self._send()
+            else:
+                self.state = DONE
+            return
+
+        if events:
+            self._deliver(events)
+        if self.state is ACTIVE:
+            if len(self.pending) > self.conf.queue_size:
+                self._overflow()
+                return
+            if self.pending:
+                self._send()
+        elif self.state is CLOSING and self.pending:
+            self._send()
+
+    def _offered(self, subprotocol):
+        offered = self.offered
+        if not offered:
+            return False
+        return subprotocol in [p.strip() for p in offered.split(b",")]
+
+    def _deliver(self, events):
+        session = self.session
+        for name, content in events:
+            if name is TEXT:
+                try:
+                    text = content.decode("utf-8") if content else ""
+                except UnicodeDecodeError:
+                    self._fail("upstream sent a TEXT event that is not UTF-8", 502)
+                    return
+                session.send_message(text)
+            elif name is BINARY:
+                session.send_message(content or b"")
+            elif name is CLOSE:
+                try:
+                    code, reason = wsoh.parse_close(content)
+                except EventsError as e:
+                    self._fail("upstream sent invalid events: %s" % e, 502)
+                    return
+                # the client's answer to this close is not relayed back: the backend asked for it
+                self.state = DONE
+                session.close(1000 if code is None else code, reason)
+                return
+            elif name is DISCONNECT or name is OPEN:
+                self.state = DONE
+                if self.log.debug_enabled:
+                    self.log.debug("websocket upstream dropped the client (%s)", name)
+                session._finish(1006, "", "server")
+                return
+            elif name is PING:
+                ping = getattr(session, "send_ping", None)
+                if ping is not None:
+                    ping(content or b"")
+            # PONG: the session already answered the client's ping
+
+    def _fail(self, why, status, code=1011):
+        """The backend cannot serve this client: log why, refuse or close it."""
+        state = self.state
+        self.state = DONE
+        self.pending = bytearray()
+        self.log.error('websocket upstream failed: %s, upstream: "%s"', why, self.conf.url.name)
+        if state is OPENING:
+            self._call_refuse(status, [], b"")
+        elif state is ACTIVE:
+            self.session.close(code, "upstream error" if code == 1011 else "upstream refused")
+
+    def _call_refuse(self, status, headers, body):
+        refuse = self.refuse
+        self.accept = self.refuse = None
+        if refuse is not None:
+            refuse(status, headers, body)
+
+
+def _response_handler(req):
+    req.data._answer(req)
+
+
+def _retry_handler(ev):
+    us = ev.data
+    us.retry_ev = None
+    if us.state is DONE:
+        return
+    if us.body is None:
+        us._send()
+    else:
+        us._request()

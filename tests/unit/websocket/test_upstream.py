@@ -1,0 +1,358 @@
+"""UpstreamSession against a real backend (stdlib http.server in a thread) and a real EventLoop,
+with a stand-in for the websocket Session (the end-to-end tests are in tests/integration)."""
+
+import http.server
+import socket
+import socketserver
+import threading
+import time
+
+import pytest
+from wsproto.events import BytesMessage, TextMessage
+
+from ngxws.core.connection import ConnectionPool
+from ngxws.core.log import DEBUG, ErrorLog
+from ngxws.core.loop import Event, EventLoop
+from ngxws.http.client import parse_url
+from ngxws.websocket import upstream as up, wsoh
+from ngxws.websocket.upstream import UpstreamConf, UpstreamModule, UpstreamSession
+
+
+class MemorySink:
+    def __init__(self):
+        self.lines = []
+
+    def write(self, data):
+        self.lines.append(data.decode())
+
+    def reopen(self):
+        pass
+
+    def close(self):
+        pass
+
+
+class Backend(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        srv = self.server
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        events = wsoh.decode(body)
+        srv.seen.append((self.path, self.headers, events))
+        if srv.delay:
+            time.sleep(srv.delay)
+        out = []
+        headers = [("Content-Type", wsoh.CONTENT_TYPE)]
+        status = 200
+        for name, content in events:
+            if name == "OPEN":
+                cookie = self.headers.get("Cookie", "")
+                if "user=" not in cookie:
+                    status = 403
+                    break
+                user = cookie.split("user=", 1)[1]
+                headers.append(("Set-Meta-User", user))
+                headers.append(("Sec-WebSocket-Protocol", "chat"))
+                headers.append(("X-Backend", "yes"))
+                out += [("OPEN", None), ("TEXT", b"welcome " + user.encode())]
+            elif name == "TEXT":
+                if content == b"who":
+                    out.append(("TEXT", self.headers.get("Meta-User", "-").encode()))
+                elif content == b"bye":
+                    out.append(("CLOSE", wsoh.close_content(4001, "bye")))
+                elif content == b"drop":
+                    out.append(("DISCONNECT", None))
+                elif content == b"500":
+                    status = 500
+                else:
+                    out.append(("TEXT", b"echo:" + content))
+            elif name == "BINARY":
+                out.append(("BINARY", content[::-1]))
+        if status != 200:
+            data = b"forbidden"
+            headers = [("Content-Type", "text/plain")]
+        else:
+            data = wsoh.encode(out)
+        self.send_response(status)
+        for n, v in headers:
+            self.send_header(n, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class BackendServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+
+    def __init__(self):
+        self.seen = []
+        self.delay = 0
+        super().__init__(("127.0.0.1", 0), Backend)
+
+
+@pytest.fixture
+def backend():
+    srv = BackendServer()
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+class FakeSession:
+    """The part of websocket.session.Session that the upstream uses."""
+
+    def __init__(self, conn, sid="sid-1"):
+        self.id = sid
+        self.conn = conn
+        self.push_urls = "http://%s@127.0.0.1:9999/ws" % sid
+        self.sent = []
+        self.closed = None
+        self.finished = False
+        self.upstream = None
+
+    def send_message(self, data):
+        self.sent.append(data)
+
+    def close(self, code=1000, reason=""):
+        if self.closed is None:
+            self.closed = (code, reason)
+
+    def _finish(self, code=None, reason="", by=None):
+        self.finished = True
+
+
+class FakeRequest:
+    def __init__(self, conn, conf, headers, args=""):
+        self.conn = conn
+        self._conf = conf
+        self.headers = headers
+        self.args = args
+
+    def header(self, name):
+        for n, v in self.headers:
+            if n == name:
+                return v
+        return None
+
+    def loc_conf(self, module):
+        assert module == up.MODULE_NAME
+        return self._conf
+
+
+class Env:
+    def __init__(self):
+        self.sink = MemorySink()
+        self.log = ErrorLog([(self.sink, DEBUG)])
+        self.loop = EventLoop(self.log)
+        self.pool = ConnectionPool(self.loop, self.log, 100)
+        self.tick = Event(self._tick, None)
+        self.loop.add_timer(self.tick, 20)
+        self.socks = []
+
+    def _tick(self, ev):
+        ev.timedout = False
+        self.loop.add_timer(ev, 20)
+
+    def conn(self):
+        a, b = socket.socketpair()
+        self.socks += [a, b]
+        return self.pool.get(a, ("127.0.0.1", 5555))
+
+    def run_until(self, cond, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while not cond():
+            assert time.monotonic() < deadline, "condition not met in time"
+            self.loop.run_once()
+
+    def errors(self):
+        return [line for line in self.sink.lines if "[error]" in line]
+
+
+@pytest.fixture
+def env():
+    e = Env()
+    yield e
+    for s in e.socks:
+        s.close()
+
+
+def make_conf(url, **kw):
+    conf = UpstreamConf(url=parse_url(url))
+    UpstreamModule().merge_loc_conf(UpstreamConf(), conf)
+    for k, v in kw.items():
+        setattr(conf, k, v)
+    return conf
+
+
+HEADERS = [(b"host", b"example.com"), (b"upgrade", b"websocket"), (b"connection", b"Upgrade"),
+           (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="), (b"sec-websocket-version", b"13"),
+           (b"sec-websocket-protocol", b"chat, superchat"), (b"cookie", b"user=alice"),
+           (b"meta-user", b"mallory"), (b"x-custom", b"1")]
+
+
+def open_session(env, conf, headers=HEADERS, args="room=1"):
+    conn = env.conn()
+    session = FakeSession(conn)
+    us = up.create(session, FakeRequest(conn, conf, headers, args))
+    session.upstream = us
+    result = []
+    us.open(lambda h, p: result.append(("accept", h, p)),
+            lambda s, h, b: result.append(("refuse", s, h, b)))
+    env.run_until(lambda: result)
+    return session, us, result[0]
+
+
+def test_open_accepted(env, backend):
+    conf = make_conf("http://127.0.0.1:%d/app" % backend.server_address[1],
+                     headers=[(b"x-secret", b"s3")])
+    session, us, result = open_session(env, conf)
+    kind, headers, subprotocol = result
+    assert kind == "accept"
+    assert subprotocol == b"chat"
+    assert (b"x-backend", b"yes") in headers
+    names = [n for n, _ in headers]
+    assert b"set-meta-user" not in names and b"content-type" not in names
+    assert session.sent == ["welcome alice"]
+    assert us.state is up.ACTIVE
+    path, h, events = backend.seen[0]
+    assert path == "/app?room=1"
+    assert events == [("OPEN", None)]
+    assert h["Connection-Id"] == "sid-1"
+    assert h["Content-Type"] == "application/websocket-events"
+    assert h["Push-Url"] == "http://sid-1@127.0.0.1:9999/ws"
+    assert h["Cookie"] == "user=alice"
+    assert h["X-Secret"] == "s3"
+    assert h["X-Custom"] == "1"
+    assert h["Sec-WebSocket-Protocol"] == "chat, superchat"
+    assert h.get("Meta-User") is None, "a client's Meta-* header must never be relayed"
+    assert h.get("Upgrade") is None
+
+
+def test_open_refused(env, backend):
+    conf = make_conf("http://127.0.0.1:%d/app" % backend.server_address[1])
+    headers = [(n, v) for n, v in HEADERS if n != b"cookie"]
+    session, us, result = open_session(env, conf, headers)
+    assert result[0] == "refuse"
+    assert result[1] == 403
+    assert result[3] == b"forbidden"
+    assert (b"content-type", b"text/plain") in result[2]
+    assert us.state is up.DONE
+
+
+def test_meta_round_trip_and_replies(env, backend):
+    conf = make_conf("http://127.0.0.1:%d/" % backend.server_address[1])
+    session, us, _ = open_session(env, conf)
+    us.on_message(session, TextMessage(data="who"))
+    env.run_until(lambda: len(session.sent) == 2)
+    assert session.sent[1] == "alice"
+    assert backend.seen[1][1]["Meta-User"] == "alice"
+    us.on_message(session, BytesMessage(data=b"\x01\x02"))
+    env.run_until(lambda: len(session.sent) == 3)
+    assert session.sent[2] == b"\x02\x01"
+
+
+def test_burst_is_batched_in_order(env, backend):
+    conf = make_conf("http://127.0.0.1:%d/" % backend.server_address[1])
+    session, us, _ = open_session(env, conf)
+    for i in range(1000):
+        us.on_message(session, TextMessage(data="m%d" % i))
+    env.run_until(lambda: len(session.sent) == 1001)
+    assert session.sent[1:] == ["echo:m%d" % i for i in range(1000)]
+    texts = [c for _, _, events in backend.seen[1:] for n, c in events]
+    assert texts == [b"m%d" % i for i in range(1000)]
+    assert len(backend.seen) - 1 < 1000
+    assert len(backend.seen) - 1 <= 3
+
+
+def test_close_forwarded_with_code(env, backend):
+    conf = make_conf("http://127.0.0.1:%d/" % backend.server_address[1])
+    session, us, _ = open_session(env, conf)
+    us.on_message(session, TextMessage(data="last"))
+    us.on_close(session, 4002, "leaving")
+    env.run_until(lambda: us.state is up.DONE)
+    events = [e for _, _, evs in backend.seen for e in evs]
+    assert events[-2:] == [("TEXT", b"last"), ("CLOSE", b"\x0f\xa2leaving")]
+    assert session.sent == ["welcome alice"], "nothing is delivered to a client that left"
+
+
+def test_unclean_leave_sends_disconnect(env, backend):
+    conf = make_conf("http://127.0.0.1:%d/" % backend.server_address[1])
+    session, us, _ = open_session(env, conf)
+    us.on_close(session, 1006, "")
+    env.run_until(lambda: us.state is up.DONE)
+    assert backend.seen[-1][2] == [("DISCONNECT", None)]
+
+
+def test_backend_close_and_disconnect_events(env, backend):
+    conf = make_conf("http://127.0.0.1:%d/" % backend.server_address[1])
+    session, us, _ = open_session(env, conf)
+    us.on_message(session, TextMessage(data="bye"))
+    env.run_until(lambda: session.closed)
+    assert session.closed == (4001, "bye")
+    session2, us2, _ = open_session(env, conf)
+    us2.on_message(session2, TextMessage(data="drop"))
+    env.run_until(lambda: session2.finished)
+    assert us2.state is up.DONE
+
+
+def test_backend_5xx_closes_1011(env, backend):
+    conf = make_conf("http://127.0.0.1:%d/" % backend.server_address[1])
+    session, us, _ = open_session(env, conf)
+    us.on_message(session, TextMessage(data="500"))
+    env.run_until(lambda: session.closed)
+    assert session.closed[0] == 1011
+    assert any("websocket upstream failed: upstream answered 500" in line for line in env.errors())
+
+
+def test_backend_down_retries_then_refuses_and_closes(env):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    conf = make_conf("http://127.0.0.1:%d/" % port)
+    started = time.monotonic()
+    session, us, result = open_session(env, conf)
+    assert result[:2] == ("refuse", 502)
+    # 3 retries: 100 + 200 + 400 ms, plus jitter
+    assert 0.6 < time.monotonic() - started < 3
+    assert any("connect() failed (111: Connection refused)" in line for line in env.errors())
+
+
+def test_backend_goes_away_after_open(env, backend):
+    conf = make_conf("http://127.0.0.1:%d/" % backend.server_address[1])
+    session, us, _ = open_session(env, conf)
+    backend.shutdown()
+    backend.server_close()
+    conf.client.close_idle()
+    us.on_message(session, TextMessage(data="anyone?"))
+    env.run_until(lambda: session.closed, timeout=5)
+    assert session.closed[0] == 1011
+    assert any("Connection refused" in line for line in env.errors())
+
+
+def test_queue_overflow_closes_1008(env, backend):
+    conf = make_conf("http://127.0.0.1:%d/" % backend.server_address[1], queue_size=1000)
+    session, us, _ = open_session(env, conf)
+    backend.delay = 0.3
+    us.on_message(session, TextMessage(data="first"))
+    for i in range(50):
+        us.on_message(session, TextMessage(data="x" * 100))
+    assert session.closed == (1008, "upstream queue full")
+    assert any("websocket_pass_queue_size 1000" in line for line in env.errors())
+    env.run_until(lambda: us.state is up.DONE)
+    events = [e for _, _, evs in backend.seen for e in evs]
+    assert events[-1] == ("CLOSE", wsoh.close_content(1008, "queue full"))
+
+
+def test_conf_merge_defaults():
+    parent = UpstreamConf()
+    child = UpstreamConf()
+    UpstreamModule().merge_loc_conf(parent, child)
+    assert child.url is None
+    assert child.connect_timeout == 60_000 and child.read_timeout == 60_000
+    assert child.keepalive == 16 and child.queue_size == 256 * 1024 and child.headers == []
