@@ -134,10 +134,8 @@ def _stub_status(cf, node, conf):
 
 
 def _core_loc_conf(cf):
-    from ngxws.http.core_module import LocationConf  # noqa: F401  (the conf whose handler we set)
-    from ngxws.http import core_module
-    name = getattr(core_module, "MODULE_NAME", None) or core_module.module.name
-    return cf.confs.get(name, Slot.LOC)
+    # nginx's ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module)
+    return cf.confs.get("http", Slot.LOC)
 
 
 def _var(field):

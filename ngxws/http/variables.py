@@ -22,7 +22,8 @@ text is turned into the exact bytes nginx would send or log with
 
 Request and connection attributes read here (owned by http/request.py and
 core/connection.py; see docs/internals.md): ``method target uri args headers
-http_version status bytes_sent body_bytes_sent start_time srv_conf conn``, the
+http_version status bytes_sent body_bytes_sent start_time srv_conf`` (its
+``name``) and ``conn``, the
 head's ``request_line`` and ``length`` (``request_line``/``request_length`` on
 the request win when present), ``body``, ``response_headers``, ``match`` (the
 regex location's ``re.Match``, for ``$1``) and ``conn.peer local number
@@ -245,7 +246,10 @@ def _server_name(r):
     srv = getattr(r, "srv_conf", None)
     if srv is None:
         return ""
-    name = getattr(srv, "server_name", "")
+    # http/core_module.py's ServerConf.name is the first server_name
+    name = getattr(srv, "name", None)
+    if name is None:
+        name = getattr(srv, "server_name", "")
     if name.__class__ is list or name.__class__ is tuple:
         name = name[0] if name else ""
     if name.__class__ is str:
