@@ -1,0 +1,803 @@
+"""The HTTP connection on the worker's loop: nginx's ngx_http_request.c phases.
+
+Theory of operation
+-------------------
+``init_connection`` is the Listening handler.  A connection then lives in one
+``HttpConnection`` (``conn.data``) and goes through, for each request:
+
+    wait (client_header_timeout, or keepalive_timeout after a response)
+    -> read the head (one client_header_timeout for the whole head, as nginx:
+       a client that drips one byte a second is still cut off on time)
+    -> find the server (Host) and the location (uri)
+    -> server-level then location-level ``return`` (nginx's rewrite phases run
+       before access), 413 for a Content-Length over client_max_body_size
+    -> allow/deny (403)
+    -> content: the location's handler (its body read first, client_body_timeout
+       between reads, ``100 Continue`` when asked), else static files
+    -> the response is queued; once it is on the wire the request is logged and
+       either the connection waits for the next one or it is closed, lingering
+       when the client may still be sending.
+
+Requests are handled one at a time: the next pipelined head is parsed only after
+the response of the previous one is written, so responses go out in order and a
+client that pipelines cannot make the worker buffer more than one response.
+While a request is being answered the socket is not read, so a client that
+sends faster than it reads meets TCP's flow control, not a growing buffer.
+
+``Request.detach()`` hands the socket to another owner (WebSocket): the HTTP
+side drops its timers and selector interest and never touches it again.
+"""
+
+import errno
+import os
+import socket
+import time
+from email.utils import formatdate
+
+from .. import NGINX_VER
+from . import stub_status
+from .errors import CLOSE_WITHOUT_RESPONSE, KEEPALIVE_BREAKING, REQUEST_HEADER_TOO_LARGE, error_page, \
+    status_line
+from .locations import normalize_host
+from .request import ERROR, INFO, Head, HttpError, HttpParser, Request
+
+try:
+    from .log_module import log_request
+except ImportError:     # pragma: no cover - the access log module is optional at build time
+    def log_request(r):
+        pass
+
+__all__ = ["init_connection", "HttpConnection", "http_read_handler", "http_write_handler"]
+
+#: bytes asked of recv() at a time
+RECV_SIZE = 65536
+
+_stats = stub_status.stats
+
+_SERVER_ON = b"Server: " + NGINX_VER.encode() + b"\r\n"
+_SERVER_OFF = b"Server: ngxws\r\n"
+_KEEPALIVE = b"Connection: keep-alive\r\n"
+_CLOSE = b"Connection: close\r\n"
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: statuses add_header applies to without "always"
+_ADD_HEADER_STATUSES = frozenset((200, 201, 204, 206, 301, 302, 303, 304, 307, 308))
+
+
+class _DateCache:
+    __slots__ = ("sec", "value")
+
+    def __init__(self):
+        self.sec = -1
+        self.value = b""
+
+    def get(self):
+        now = int(time.time())
+        if now != self.sec:
+            self.sec = now
+            self.value = b"Date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
+        return self.value
+
+
+_date = _DateCache()
+
+
+def http_date(ts):
+    return formatdate(ts, usegmt=True).encode()
+
+
+# states of an HttpConnection
+WAITING = 0       #: no byte of a request yet (first request, or keep-alive)
+READING = 1       #: a head has started
+BODY = 2          #: reading the body for the content handler
+BUSY = 3          #: the content handler has the request (response pending or being written)
+LINGERING = 4     #: response sent, draining what the client still sends
+DETACHED = 5      #: handed over (WebSocket)
+
+
+class HttpConnection:
+    __slots__ = ("conn", "loop", "vs", "srv", "parser", "request", "state", "out", "out_file",
+                 "processing", "lingering_deadline", "keepalive", "after_write", "action")
+
+    def __init__(self, conn, vs):
+        self.conn = conn
+        self.loop = conn.pool.loop
+        self.vs = vs
+        self.srv = vs.default
+        large_num, large_size = self.srv.large_client_header_buffers
+        self.parser = HttpParser(large_size, large_num)
+        self.request = None
+        self.state = WAITING
+        #: queued output: list of bytes/memoryview; out_file: (fd, offset, left) after it
+        self.out = None
+        self.out_file = None
+        self.processing = False
+        self.lingering_deadline = 0
+        self.keepalive = False
+        self.after_write = None
+
+    # -- logging context -----------------------------------------------------
+
+    def log_context(self):
+        r = self.request
+        if r is None or r.head is None or not r.head.request_line:
+            if self.state == WAITING:
+                return ", server: " + self.conn.listening.addr_text if self.conn.listening else ""
+            return ", server: " + self.srv.name
+        text = ', server: %s, request: "%s"' % (r.srv_conf.name, r.head.request_line)
+        if r.head.host:
+            text += ', host: "%s"' % r.head.host
+        return text
+
+    # -- reading -------------------------------------------------------------
+
+    def recv(self):
+        """Bytes from the socket, b"" at EOF, None when nothing is ready (or the connection died)."""
+        conn = self.conn
+        try:
+            return conn.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as e:
+            conn.log.info("recv() failed (%d: %s)", e.errno, e.strerror)
+            self.close()
+            return None
+
+    def read_ready(self, ev):
+        if ev.timedout:
+            ev.timedout = False
+            self.timed_out()
+            return
+        state = self.state
+        if state == LINGERING:
+            self.linger_read()
+            return
+        data = self.recv()
+        if data is None:
+            return
+        if not data:
+            self.eof()
+            return
+        try:
+            self.parser.feed(data)
+        except Exception:
+            # h11 refusing bytes past a body it already ended
+            self.fail(HttpError(400, "client sent invalid chunked body", ERROR))
+            return
+        if state == WAITING:
+            self.state = READING
+            self.conn.log.action = "reading client request line"
+            _stats.set_state(self.conn, "reading")
+            # nginx: one client_header_timeout for the whole head
+            self.loop.add_timer(self.conn.read, self.srv.client_header_timeout)
+        if state == BODY:
+            self.body_progress()
+            return
+        self.process()
+
+    def eof(self):
+        conn = self.conn
+        state = self.state
+        if state == WAITING:
+            if self.keepalive:
+                conn.log.info("client %s closed keepalive connection", conn.addr_text)
+            self.close()
+        elif state == READING:
+            conn.log.action = ("reading client request line" if b"\n" not in self.parser.buf
+                               else "reading client request headers")
+            conn.log.info("client prematurely closed connection")
+            self.log_bare(400)
+            self.close()
+        elif state == BODY:
+            conn.log.info("client prematurely closed connection")
+            r = self.request
+            r.status = 400
+            self.log(r)
+            self.close()
+        else:
+            self.close()
+
+    def timed_out(self):
+        conn = self.conn
+        state = self.state
+        if state == WAITING:
+            if not self.keepalive:
+                conn.log.action = "waiting for request"
+                conn.log.info("client timed out (110: Connection timed out)")
+            self.close()
+        elif state == READING:
+            conn.log.action = ("reading client request line" if b"\n" not in self.parser.buf
+                               else "reading client request headers")
+            conn.log.info("client timed out (110: Connection timed out)")
+            self.log_bare(408)
+            self.close()
+        elif state == BODY:
+            conn.log.action = "reading client request body"
+            conn.log.info("client timed out (110: Connection timed out)")
+            r = self.request
+            r.status = 408
+            self.log(r)
+            self.close()
+        elif state == LINGERING:
+            self.close()
+
+    def process(self):
+        """Parse and run buffered requests, one at a time, until one has to wait."""
+        if self.processing:
+            return
+        self.processing = True
+        try:
+            parser = self.parser
+            while self.state in (WAITING, READING) and not self.conn.closed:
+                if parser.body_pending:
+                    # the body of an answered request that nobody wanted
+                    try:
+                        done = parser.read_body(0)
+                    except HttpError as e:
+                        self.fail(e)
+                        return
+                    if done is None:
+                        self.state = READING
+                        self.loop.add_timer(self.conn.read, self.srv.client_header_timeout)
+                        return
+                    continue
+                try:
+                    head = parser.next_head()
+                except HttpError as e:
+                    self.fail(e)
+                    return
+                if head is None:
+                    if parser.buffered and self.state == WAITING:
+                        self.state = READING
+                        _stats.set_state(self.conn, "reading")
+                        self.loop.add_timer(self.conn.read, self.srv.client_header_timeout)
+                    return
+                self.run(head)
+        finally:
+            self.processing = False
+
+    # -- a request -----------------------------------------------------------
+
+    def run(self, head):
+        conn = self.conn
+        loop = self.loop
+        rev = conn.read
+        if rev.timer_set:
+            loop.del_timer(rev)
+        conn.requests += 1
+        _stats.on_request()
+        _stats.set_state(conn, "writing")
+        self.state = BUSY
+        self.keepalive = False
+        host = head.host
+        srv = self.srv
+        if host:
+            name = normalize_host(host)
+            if name is None:
+                r = Request(self, conn, head, srv)
+                r.loc = srv.loc
+                self.request = r
+                self.fail(HttpError(400, "client sent invalid host header"))
+                return
+            srv = self.vs.find(name)
+        r = Request(self, conn, head, srv)
+        r.start_ms = loop.now_ms
+        r.start_time = time.time()
+        self.request = r
+        conn.log.action = None
+
+        loc, match = srv.locations.find(head.uri)
+        if loc is None:
+            loc = srv.loc
+        r.loc = loc
+        r.match = match
+        if r.keep_alive and (loc.keepalive_timeout == 0 or conn.requests >= loc.keepalive_requests):
+            r.keep_alive = False
+
+        ret = srv.loc.return_ or loc.return_
+        if ret is None:
+            cl = head.content_length
+            limit = loc.client_max_body_size
+            if cl is not None and limit and cl > limit:
+                conn.log.error("client intended to send too large body: %d bytes", cl)
+                self.finalize(r, 413)
+                return
+        else:
+            r.discard_body = True
+            self.do_return(r, ret)
+            return
+
+        access = loc.access
+        if access and not self.allowed(access):
+            conn.log.error("access forbidden by rule")
+            self.finalize(r, 403)
+            return
+
+        handler = loc.handler
+        if handler is None:
+            from .static import static_handler
+            r.discard_body = True
+            static_handler(r)
+            return
+        if self.parser.body_pending:
+            if head.expect_continue and head.http_version == b"1.1" and not self.parser.buffered:
+                try:
+                    conn.sock.send(_CONTINUE)
+                except OSError:
+                    pass
+            self.state = BODY
+            conn.log.action = "reading client request body"
+            _stats.set_state(conn, "reading")
+            if not self.body_progress():
+                return
+            return
+        handler(r)
+
+    def body_progress(self):
+        """Read more of the body; when complete, run the handler. True once it ran."""
+        r = self.request
+        try:
+            body = self.parser.read_body(r.loc.client_max_body_size)
+        except HttpError as e:
+            self.state = BUSY
+            if e.status == 413 or e.level <= ERROR:
+                self.conn.log.error(e.message)
+            else:
+                self.conn.log.info(e.message)
+            self.finalize(r, e.status)
+            return False
+        rev = self.conn.read
+        if body is None:
+            self.loop.add_timer(rev, r.loc.client_body_timeout)
+            if not rev.active:
+                self.loop.update(self.conn, True, False)
+            return False
+        if rev.timer_set:
+            self.loop.del_timer(rev)
+        self.conn.log.action = None
+        self.state = BUSY
+        _stats.set_state(self.conn, "writing")
+        r.body = body
+        r.loc.handler(r)
+        return True
+
+    def allowed(self, rules):
+        import ipaddress
+        try:
+            addr = ipaddress.ip_address(self.conn.addr_text)
+        except ValueError:
+            return True
+        for net, allow in rules:
+            if net is None or (addr.version == net.version and addr in net):
+                return allow
+        return True
+
+    def do_return(self, r, ret):
+        code, text = ret
+        if text is not None and not isinstance(text, bytes):
+            text = text(r).encode("latin-1")
+        if code in (301, 302, 303, 307, 308):
+            location = text or b""
+            self.send_response(r, code, (), error_page(code, r.loc.server_tokens) or b"", b"text/html",
+                               None, location)
+            return
+        if text is None:
+            if code >= 400 or code in (300, 305) or error_page(code) is not None:
+                self.finalize(r, code)
+                return
+            self.send_response(r, code, (), b"", r.loc.default_type.encode(), None, None)
+            return
+        self.send_response(r, code, (), text, r.loc.default_type.encode(), None, None)
+
+    def fail(self, e):
+        """A request that cannot go on: log nginx's line, answer, close."""
+        conn = self.conn
+        r = self.request
+        in_head = self.state in (WAITING, READING)
+        if in_head:
+            conn.log.action = ("reading client request line" if self.parser.in_request_line
+                               else "reading client request headers")
+        if e.message:
+            conn.log.log(e.level, "%s", e.message)
+        if r is None or in_head:
+            if in_head:
+                conn.requests += 1
+                _stats.on_request()
+            r = Request(self, conn, Head(), self.srv)
+            r.loc = self.srv.loc
+            r.start_ms = self.loop.now_ms
+            r.start_time = time.time()
+            self.request = r
+        conn.log.action = None
+        self.state = BUSY
+        r.keep_alive = False
+        _stats.set_state(conn, "writing")
+        self.finalize(r, e.status)
+
+    # -- responses -------------------------------------------------------------
+
+    def build_head(self, r, status, headers, length, content_type, last_modified, location):
+        loc = r.loc
+        parts = [status_line(status), _SERVER_ON if loc.server_tokens else _SERVER_OFF, _date.get()]
+        if content_type:
+            parts.append(b"Content-Type: " + content_type + b"\r\n")
+        if length is not None:
+            parts.append(b"Content-Length: %d\r\n" % length)
+        if last_modified is not None:
+            parts.append(b"Last-Modified: " + http_date(last_modified) + b"\r\n")
+        if location is not None and location[:1] == b"/":
+            parts.append(b"Location: " + self.absolute(r, location) + b"\r\n")
+            location = None
+        if status != 101:
+            if r.keep_alive:
+                parts.append(_KEEPALIVE)
+                if loc.keepalive_header:
+                    parts.append(b"Keep-Alive: timeout=%d\r\n" % loc.keepalive_header)
+            else:
+                parts.append(_CLOSE)
+        if location is not None:
+            parts.append(b"Location: " + location + b"\r\n")
+        for name, value in headers:
+            parts.append(name + b": " + value + b"\r\n")
+        if loc.add_headers:
+            ok = status in _ADD_HEADER_STATUSES
+            for name, value, always in loc.add_headers:
+                if ok or always:
+                    if not isinstance(value, bytes):
+                        value = value(r).encode("latin-1")
+                    if value:
+                        parts.append(name + b": " + value + b"\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def absolute(self, r, location):
+        host = normalize_host(r.head.host) if r.head.host else None
+        if not host:
+            host = r.srv_conf.name or self.conn.local[0]
+            if ":" in host and not host.startswith("["):
+                host = "[%s]" % host
+        port = self.conn.local[1]
+        port_text = "" if port == 80 else ":%d" % port
+        return ("http://%s%s" % (host, port_text)).encode("latin-1") + location
+
+    def send_response(self, r, status, headers, body, content_type, last_modified, location):
+        if r.done:
+            return
+        if headers and content_type is None:
+            rest = []
+            for name, value in headers:
+                if content_type is None and name.lower() == b"content-type":
+                    content_type = value
+                else:
+                    rest.append((name, value))
+            headers = rest
+        if status in KEEPALIVE_BREAKING:
+            r.keep_alive = False
+        if status == 204:
+            data = self.build_head(r, status, headers, None, None, None, None)
+        elif body is None:
+            # a 304 of the static module: no body, no length, no type (nginx's not_modified filter)
+            data = self.build_head(r, status, headers, None, None, last_modified, None)
+        elif status == 101:
+            data = self.build_head(r, status, headers, None, None, None, None)
+            r.status = 101
+            r.bytes_sent += len(data)
+            self.write(data)
+            return
+        else:
+            if body.__class__ is not bytes:
+                body = bytes(body)
+            data = self.build_head(r, status, headers, len(body), content_type, last_modified, location)
+            if not r.header_only:
+                r.body_bytes_sent = len(body)
+                data += body
+        r.status = status
+        r.bytes_sent += len(data)
+        r.done = True
+        self.write(data)
+        if self.out is None and self.out_file is None:
+            self.request_done()
+        else:
+            self.after_write = self.request_done
+
+    def send_file(self, r, status, headers, fd, size, content_type, last_modified):
+        """A static file's response: the head, then the file by sendfile()."""
+        data = self.build_head(r, status, headers, size, content_type, last_modified, None)
+        r.status = status
+        r.done = True
+        r.bytes_sent = len(data)
+        if r.header_only or size == 0:
+            os.close(fd)
+            self.write(data)
+        else:
+            r.body_bytes_sent = size
+            r.bytes_sent += size
+            self.write(data)
+            if self.conn.closed:
+                os.close(fd)
+            else:
+                self.out_file = [fd, 0, size]
+                if self.out is None and self.flush() is False and self.out_file is not None \
+                        and not self.conn.closed:
+                    self.wait_write()
+        if self.out is None and self.out_file is None:
+            self.request_done()
+        else:
+            self.after_write = self.request_done
+
+    def finalize(self, r, status):
+        if r.done:
+            return
+        if status in CLOSE_WITHOUT_RESPONSE:
+            r.status = status
+            r.done = True
+            self.log(r)
+            self.close()
+            return
+        page = error_page(status, r.loc.server_tokens if r.loc is not None else True)
+        if r.loc is None:
+            r.loc = r.srv_conf.loc
+        if page is not None:
+            self.send_response(r, status, (), page, b"text/html", None, None)
+        else:
+            self.send_response(r, status, (), b"", r.loc.default_type.encode(), None, None)
+
+    # -- writing ---------------------------------------------------------------
+
+    def write(self, data):
+        conn = self.conn
+        if self.out is not None:
+            self.out.append(data)
+            return
+        try:
+            n = conn.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError as e:
+            self.write_error(e)
+            return
+        conn.sent += n
+        if n < len(data):
+            self.out = [memoryview(data)[n:]]
+            self.wait_write()
+
+    def wait_write(self):
+        conn = self.conn
+        conn.log.action = "sending response to client"
+        self.loop.update(conn, conn.read.active, True)
+        self.loop.add_timer(conn.write, self.request.loc.send_timeout if self.request else 60000)
+
+    def write_error(self, e):
+        conn = self.conn
+        conn.log.action = "sending response to client"
+        if e.errno in (errno.EPIPE, errno.ECONNRESET):
+            conn.log.info("send() failed (%d: %s)", e.errno, e.strerror)
+        else:
+            conn.log.alert("send() failed (%d: %s)", e.errno, e.strerror)
+        self.out = None
+        if self.out_file is not None:
+            os.close(self.out_file[0])
+            self.out_file = None
+        self.close()
+
+    def flush(self):
+        """Send what is queued; True when all of it went."""
+        conn = self.conn
+        sock = conn.sock
+        out = self.out
+        try:
+            while out:
+                chunk = out[0]
+                n = sock.send(chunk)
+                conn.sent += n
+                if n < len(chunk):
+                    out[0] = chunk[n:]
+                    return False
+                out.pop(0)
+            self.out = None
+            f = self.out_file
+            while f is not None:
+                fd, offset, left = f
+                n = os.sendfile(sock.fileno(), fd, offset, min(left, 1 << 20))
+                if n == 0:
+                    raise OSError(errno.EPIPE, "file shrank")
+                conn.sent += n
+                f[1] += n
+                f[2] -= n
+                if f[2] == 0:
+                    os.close(fd)
+                    self.out_file = None
+                    break
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as e:
+            self.write_error(e)
+            return False
+        return True
+
+    def write_ready(self, ev):
+        conn = self.conn
+        if ev.timedout:
+            ev.timedout = False
+            conn.log.action = "sending response to client"
+            conn.log.info("client timed out (110: Connection timed out)")
+            r = self.request
+            if r is not None and r.status:
+                self.log(r)
+            if self.out_file is not None:
+                os.close(self.out_file[0])
+                self.out_file = None
+            self.close()
+            return
+        if not self.flush():
+            if not conn.closed:
+                self.loop.add_timer(ev, self.request.loc.send_timeout if self.request else 60000)
+            return
+        if ev.timer_set:
+            self.loop.del_timer(ev)
+        self.loop.update(conn, conn.read.active, False)
+        conn.log.action = None
+        after = self.after_write
+        self.after_write = None
+        if after is not None:
+            after()
+
+    # -- after a response ----------------------------------------------------------
+
+    def log(self, r):
+        log_request(r)
+
+    def log_bare(self, status):
+        """The access log line of a request whose head never completed."""
+        r = Request(self, self.conn, Head(), self.srv)
+        r.loc = self.srv.loc
+        r.status = status
+        r.start_ms = self.loop.now_ms
+        r.start_time = time.time()
+        self.log(r)
+
+    def request_done(self):
+        r = self.request
+        self.log(r)
+        conn = self.conn
+        if conn.closed or self.state == DETACHED:
+            return
+        if not r.keep_alive or conn.close_requested:
+            self.finish(r)
+            return
+        self.request = None
+        self.state = WAITING
+        self.keepalive = True
+        _stats.set_state(conn, "waiting")
+        conn.log.action = None
+        if not conn.read.active:
+            self.loop.update(conn, True, conn.write.active)
+        if self.parser.buffered or self.parser.body_pending:
+            if self.parser.buffered:
+                self.state = READING
+                _stats.set_state(conn, "reading")
+                self.loop.add_timer(conn.read, self.srv.client_header_timeout)
+            if not self.processing:
+                self.process()
+            else:
+                # process() is on the stack and will pick up the next request
+                pass
+            if self.state in (WAITING, READING) and not conn.closed and not conn.read.timer_set:
+                self.loop.add_timer(conn.read, r.loc.keepalive_timeout)
+            return
+        self.loop.add_timer(conn.read, r.loc.keepalive_timeout)
+
+    def finish(self, r):
+        """Close after a response, lingering when the client may still be sending (nginx)."""
+        loc = r.loc
+        mode = loc.lingering_close
+        if mode == 2 or (mode == 1 and (self.parser.body_pending or self.parser.buffered)):
+            self.linger(loc)
+            return
+        self.close()
+
+    def linger(self, loc):
+        conn = self.conn
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.close()
+            return
+        self.state = LINGERING
+        self.lingering_deadline = self.loop.now_ms + loc.lingering_time
+        self.parser = HttpParser(1, 1)
+        if not conn.read.active:
+            self.loop.update(conn, True, False)
+        self.loop.add_timer(conn.read, loc.lingering_timeout)
+        # some of it may have come already
+        self.linger_read()
+
+    def linger_read(self):
+        conn = self.conn
+        while True:
+            try:
+                data = conn.sock.recv(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self.close()
+                return
+            if not data:
+                self.close()
+                return
+        if self.loop.now_ms >= self.lingering_deadline:
+            self.close()
+            return
+        self.loop.add_timer(conn.read, min(self.request.loc.lingering_timeout if self.request else 5000,
+                                           self.lingering_deadline - self.loop.now_ms))
+
+    def close(self):
+        conn = self.conn
+        if conn.closed:
+            return
+        if self.out_file is not None:
+            os.close(self.out_file[0])
+            self.out_file = None
+        _stats.set_state(conn, None)
+        self.state = DETACHED
+        conn.close()
+
+    def detach(self, r):
+        conn = self.conn
+        loop = self.loop
+        if self.out:
+            # the 101 head did not all go: finish it before handing over
+            data = b"".join(bytes(c) for c in self.out)
+            self.out = None
+            conn.sock.setblocking(True)
+            conn.sock.settimeout(1.0)
+            try:
+                conn.sock.sendall(data)
+            except OSError:
+                pass
+            conn.sock.setblocking(False)
+        for ev in (conn.read, conn.write):
+            if ev.timer_set:
+                loop.del_timer(ev)
+        loop.update(conn, False, False)
+        trailing = self.parser.take_trailing()
+        if not r.status:
+            r.status = 101
+        r.done = True
+        self.log(r)
+        self.state = DETACHED
+        r.detached = True
+        conn.log.action = None
+        conn.log.context = None
+        conn.data = None
+        return conn.sock, trailing
+
+
+def http_read_handler(ev):
+    hc = ev.data.data
+    hc.read_ready(ev)
+
+
+def http_write_handler(ev):
+    hc = ev.data.data
+    if ev.timedout or hc.out is not None or hc.out_file is not None:
+        hc.write_ready(ev)
+    elif ev.timer_set:
+        hc.loop.del_timer(ev)
+
+
+def init_connection(conn):
+    """The Listening handler for HTTP (nginx's ngx_http_init_connection)."""
+    _stats.on_accept()
+    _stats.on_handled()
+    vs = conn.listening.servers.lookup(conn)
+    hc = HttpConnection(conn, vs)
+    conn.data = hc
+    conn.log.context = hc.log_context
+    conn.read.handler = http_read_handler
+    conn.write.handler = http_write_handler
+    _stats.set_state(conn, "waiting")
+    loop = hc.loop
+    loop.add_timer(conn.read, hc.srv.client_header_timeout)
+    loop.update(conn, True, False)
+    if conn.close_requested:
+        hc.close()
