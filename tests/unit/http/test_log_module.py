@@ -415,3 +415,54 @@ def test_render_cost_is_small():
         fmt.render(r)
     per = (time.perf_counter() - t) / 2000
     assert per < 50e-6, per
+
+
+# -- through the real parser ----------------------------------------------------------
+
+def build(tmp_path, http):
+    from ngxws.core.cycle import Cycle
+    from ngxws.modules import MODULES
+    (tmp_path / "logs").mkdir(exist_ok=True)
+    conf = tmp_path / "ngxws.conf"
+    conf.write_text("events {}\nhttp {\n%s\n}\n" % http)
+    return Cycle.build(str(tmp_path) + "/", str(conf), MODULES, test_only=True), str(conf)
+
+
+def test_config_through_the_parser(tmp_path):
+    from ngxws.http.stub_status import stub_status_handler
+    cycle, _ = build(tmp_path, """
+        log_format short '$status $uri';
+        access_log logs/a.log short buffer=4k flush=2s;
+        server {
+            listen 127.0.0.1:0;
+            location = /status { stub_status; }
+            location /x { access_log off; return 200 "x"; }
+            location /y { access_log logs/y.log; access_log logs/a.log short buffer=4k flush=2s; }
+        }""")
+    try:
+        assert sorted(cycle.open_files) == [str(tmp_path / "logs" / "a.log"), str(tmp_path / "logs" / "y.log")]
+        srv = cycle.confs.get("http", Slot.MAIN).http.servers[0]
+        top = srv.loc.confs.get("http_log", Slot.LOC)
+        assert [(l.buffer.size, l.buffer.flush_ms, l.format.name) for l in top.logs] == [(4096, 2000, "short")]
+        locs = {l.name: l for l in [p[2] for p in srv.locations.prefixes] + list(srv.locations.exact.values())}
+        assert locs["/status"].handler is stub_status_handler
+        assert locs["/status"].confs.get("http_log", Slot.LOC).logs == top.logs
+        assert locs["/x"].confs.get("http_log", Slot.LOC).off
+        y = locs["/y"].confs.get("http_log", Slot.LOC).logs
+        assert [l.format.name for l in y] == ["combined", "short"]
+        assert y[1].buffer is top.logs[0].buffer
+    finally:
+        cycle.close()
+
+
+@pytest.mark.parametrize("http,message", [
+    ("access_log logs/a.log nope;", 'unknown log format "nope" in %s:3'),
+    ("server { location / { log_format x '$uri'; } }", '"log_format" directive is not allowed here in %s:3'),
+    ("log_format x;", 'invalid number of arguments in "log_format" directive in %s:3'),
+    ("server { stub_status on; stub_status; location / { stub_status x; } }", 'invalid parameter "x" in %s:3'),
+    ("stub_status;", '"stub_status" directive is not allowed here in %s:3'),
+])
+def test_config_errors(tmp_path, http, message):
+    with pytest.raises(ConfigError) as e:
+        build(tmp_path, http)
+    assert str(e.value) == message % (tmp_path / "ngxws.conf")

@@ -1,0 +1,267 @@
+"""Access log and stub_status, driven through the real server.
+
+The access log lines are compared with real nginx's for the same requests when
+nginx is installed (apt-get install nginx), and always with the lines nginx
+1.22 wrote for them when this test was made.
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+
+
+def wait_for(cond, timeout=10.0, interval=0.01, what="condition"):
+    """Poll ``cond()`` until it is true or ``timeout`` passes (as conftest's)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+# server_tokens off: nginx's error pages then have the same length as ngxws's
+LOG_SERVER = """
+    server {
+        listen 127.0.0.1:%s;
+        server_tokens off;
+        location /r { return 200 "u=$uri a=$args\\n"; }
+        location / { return 204; }
+    }
+"""
+
+# (bytes sent, responses to read) — sent one connection after the other
+REQUESTS = [
+    b"GET /r?x=1&b=2 HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: curl/7.88.1\r\n"
+    b"Referer: http://ref.example/a\r\nConnection: close\r\n\r\n",
+    b"GET / HTTP/1.0\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Basic Ym9iOnB3\r\nConnection: close\r\n\r\n",
+    b'GET / HTTP/1.1\r\nHost: h\r\nUser-Agent: a"b\\c\x01\xc3\xa9\r\nConnection: close\r\n\r\n',
+    b"GET /r?x=a HTTP/1.1\r\nHost: h\r\n\r\nGET /r HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    b"garbage\r\n\r\n",
+]
+
+# what nginx 1.22 wrote (server_tokens off), the time replaced by T
+NGINX_LINES = [
+    b'127.0.0.1 - - [T] "GET /r?x=1&b=2 HTTP/1.1" 200 15 "http://ref.example/a" "curl/7.88.1"',
+    b'127.0.0.1 - - [T] "GET / HTTP/1.0" 204 0 "-" "-"',
+    b'127.0.0.1 - bob [T] "GET / HTTP/1.1" 204 0 "-" "-"',
+    b'127.0.0.1 - - [T] "GET / HTTP/1.1" 204 0 "-" "a\\x22b\\x5Cc\\x01\\xC3\\xA9"',
+    b'127.0.0.1 - - [T] "GET /r?x=a HTTP/1.1" 200 11 "-" "-"',
+    b'127.0.0.1 - - [T] "GET /r HTTP/1.1" 200 8 "-" "-"',
+    b'127.0.0.1 - - [T] "garbage" 400 150 "-" "-"',
+]
+
+_TIME = re.compile(rb"\[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\]")
+
+
+def normalise(text):
+    return [_TIME.sub(b"[T]", line) for line in text.splitlines()]
+
+
+def exchange(port, data, timeout=5):
+    """Send ``data``, read until the server closes (every request above ends in a close)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                return out
+            if not chunk:
+                return out
+            out += chunk
+
+
+def read_file(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return b""
+
+
+def drive(port, log_path):
+    for i, data in enumerate(REQUESTS):
+        exchange(port, data)
+    wait_for(lambda: read_file(log_path).count(b"\n") >= len(NGINX_LINES), 10, what="access log lines")
+    return normalise(read_file(log_path))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_nginx(tmp_path):
+    """Real nginx on an ephemeral port with the same server; its access log lines."""
+    prefix = tmp_path / "nginx"
+    (prefix / "logs").mkdir(parents=True)
+    for _ in range(5):
+        port = free_port()
+        conf = prefix / "nginx.conf"
+        conf.write_text("worker_processes 1;\nerror_log logs/error.log;\npid logs/nginx.pid;\n"
+                        "events {}\nhttp {\n    access_log logs/access.log;\n%s\n}\n" % (LOG_SERVER % port))
+        proc = subprocess.Popen(["nginx", "-p", str(prefix) + "/", "-c", str(conf), "-g", "daemon off;"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            def up():
+                if proc.poll() is not None:
+                    return "exited"
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    return "up"
+                except OSError:
+                    return None
+            if wait_for(up, 10, what="nginx up") == "exited":
+                continue     # the port was taken meanwhile: try another
+            return drive(port, str(prefix / "logs" / "access.log"))
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGQUIT)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+    pytest.fail("could not start nginx on a free port")
+
+
+def test_combined_lines_match_nginx_byte_for_byte(ngxws_server, tmp_path):
+    srv = ngxws_server(http=LOG_SERVER % 0, http_main="access_log logs/access.log;")
+    lines = drive(srv.port(), os.path.join(srv.prefix, "logs", "access.log"))
+    assert lines == NGINX_LINES
+    if shutil.which("nginx"):
+        assert lines == run_nginx(tmp_path)
+
+
+def test_buffered_log_is_flushed_by_the_timer(ngxws_server):
+    srv = ngxws_server(http=LOG_SERVER % 0,
+                       http_main="log_format short '$status $request_method $uri $args';\n"
+                                 "access_log logs/b.log short buffer=64k flush=300ms;")
+    path = os.path.join(srv.prefix, "logs", "b.log")
+    exchange(srv.port(), b"GET /r?k=v HTTP/1.0\r\n\r\n")
+    exchange(srv.port(), b"GET /z HTTP/1.0\r\n\r\n")
+    # nothing is written per request; the flush timer writes both lines at once
+    wait_for(lambda: read_file(path).count(b"\n") == 2, 10, what="flushed lines")
+    assert read_file(path) == b"200 GET /r k=v\n204 GET /z -\n"
+
+
+def test_usr1_reopens_a_rotated_log(ngxws_server):
+    srv = ngxws_server(http=LOG_SERVER % 0, http_main="access_log logs/access.log;")
+    path = os.path.join(srv.prefix, "logs", "access.log")
+    port = srv.port()
+    exchange(port, b"GET /before HTTP/1.0\r\n\r\n")
+    wait_for(lambda: b"/before" in read_file(path), 10, what="first line")
+    os.rename(path, path + ".1")
+    srv.signal(signal.SIGUSR1)
+    # the master reopens first (it creates the file), then the worker: wait for its notice
+    srv.wait_log(r"reopening logs", count=1)
+    wait_for(lambda: os.path.exists(path), 10, what="reopened file")
+    exchange(port, b"GET /after HTTP/1.0\r\n\r\n")
+    wait_for(lambda: b"/after" in read_file(path), 10, what="line in the new file")
+    assert b"/after" not in read_file(path + ".1")
+    assert b"/before" in read_file(path + ".1")
+    assert read_file(path).count(b"\n") == 1
+
+
+STATUS_SERVER = """
+    server {
+        listen 127.0.0.1:0;
+        location = /status { stub_status; }
+        location = /pid { return 200 "$pid"; }
+        location / { return 204; }
+    }
+"""
+
+_STATUS = re.compile(rb"Active connections: (\d+) \nserver accepts handled requests\n (\d+) (\d+) (\d+) \n"
+                     rb"Reading: (\d+) Writing: (\d+) Waiting: (\d+) \n\Z")
+
+
+def get(port, path):
+    data = exchange(port, b"GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" % path.encode())
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head, body
+
+
+def test_stub_status_counts_across_two_workers(ngxws_server):
+    srv = ngxws_server(http=STATUS_SERVER, workers=2)
+    srv.wait_workers(2)
+    port = srv.port()
+    connections = requests = 0
+    pids = set()
+    # until both workers have answered (the kernel picks who accepts), bounded
+    deadline = time.monotonic() + 20
+    while len(pids) < 2:
+        assert time.monotonic() < deadline, "one worker never accepted"
+        head, body = get(port, "/pid")
+        assert head.startswith(b"HTTP/1.1 200")
+        pids.add(int(body))
+        connections += 1
+        requests += 1
+    assert pids == set(srv.workers())
+    # three keep-alive requests on one connection
+    data = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n" * 2 + b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    assert exchange(port, data).count(b"HTTP/1.1 204") == 3
+    connections += 1
+    requests += 3
+    # held open: two idle after a request, one idle from the start, one mid-head
+    held = []
+    try:
+        for _ in range(2):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 204")
+            held.append(s)
+        held.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        partial = socket.create_connection(("127.0.0.1", port), timeout=5)
+        partial.sendall(b"GET / HTTP/1.1\r\nHo")
+        held.append(partial)
+        connections += 4
+        requests += 3          # the partial head is a request already (nginx counts it at its first byte)
+
+        # the held connections may not all be accepted yet: poll, bounded.  Each status
+        # request is itself one more connection and request, counted before it answers.
+        deadline = time.monotonic() + 10
+        k = 0
+        while True:
+            got = status_after(port)
+            want = [5, connections + 1 + k, connections + 1 + k, requests + 1 + k, 1, 1, 3]
+            if got == want or time.monotonic() > deadline:
+                break
+            k += 1
+            time.sleep(0.02)
+        assert got == want, (got, want)
+    finally:
+        for s in held:
+            s.close()
+    # closed connections leave the counts
+    wait_for(lambda: status_after(port)[0] == 1, 10, what="held connections gone")
+
+
+def status_after(port):
+    _, body = get(port, "/status")
+    m = _STATUS.match(body)
+    assert m, body
+    return [int(x) for x in m.groups()]
+
+
+def test_stub_status_refuses_post_and_answers_head(ngxws_server):
+    srv = ngxws_server(http=STATUS_SERVER)
+    port = srv.port()
+    data = exchange(port, b"POST /status HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 405")
+    data = exchange(port, b"HEAD /status HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 200")
+    assert b"Content-Type: text/plain\r\n" in data
+    assert data.endswith(b"\r\n\r\n")
