@@ -445,64 +445,114 @@ class EchoRun(Run):
 
 # ------------------------------------------------------------------ handshakes
 
-class ShakeClient(Client):
-    def __init__(self, run, i):
-        super().__init__(run, i)
-        self.got_hello = asyncio.get_running_loop().create_future()
-        if not run.want_hello:
-            self.got_hello.set_result(None)
+class Shake(asyncio.Protocol):
+    """One handshake by hand (picows' ws_connect costs the generator more than most servers spend):
+    send a fixed upgrade request, read the 101, read the first message if the server sends one,
+    send a masked CLOSE 1000, then wait for the server to close the TCP connection."""
 
-    def on_ws_frame(self, tr, frame):
-        if frame.msg_type is TEXT and self.hello is None:
-            self.hello = frame.get_payload_as_utf8_text()
-            self.got_hello.set_result(None)
+    __slots__ = ("run", "fut", "tr", "buf", "state", "hello")
+    CLOSE = b"\x88\x82\x00\x00\x00\x00\x03\xe8"  # FIN+CLOSE, masked (zero key), code 1000
+
+    def __init__(self, run, fut):
+        self.run, self.fut, self.tr, self.buf, self.hello = run, fut, None, b"", None
+        self.state = 0  # 0 head, 1 first message, 2 closing
+
+    def connection_made(self, tr):
+        self.tr = tr
+        tr.write(self.run.request)
+
+    def data_received(self, data):
+        buf = self.buf + data
+        if self.state == 0:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                self.buf = buf
+                return
+            if not buf.startswith(b"HTTP/1.1 101"):
+                return self.fail(f"status {buf[9:12].decode(errors='replace')}")
+            buf = buf[end + 4:]
+            self.state = 1 if self.run.want_hello else 2
+            if self.state == 2:
+                self.tr.write(self.CLOSE)
+        if self.state == 1:
+            if len(buf) < 2:
+                self.buf = buf
+                return
+            n, off = buf[1] & 0x7F, 2
+            if n == 126:
+                if len(buf) < 4:
+                    self.buf = buf
+                    return
+                n, off = int.from_bytes(buf[2:4], "big"), 4
+            if len(buf) < off + n:
+                self.buf = buf
+                return
+            if buf[0] != 0x81:
+                return self.fail(f"first frame 0x{buf[0]:02x}, not a text message")
+            self.hello = buf[off:off + n]
+            buf = buf[off + n:]
+            self.state = 2
+            self.tr.write(self.CLOSE)
+        self.buf = b""  # state 2: the server's CLOSE, then EOF
+
+    def fail(self, why):
+        if not self.fut.done():
+            self.fut.set_exception(ConnectionError(why))
+        self.tr.abort()
+
+    def connection_lost(self, exc):
+        if self.fut.done():
+            return
+        if self.state == 2:
+            self.fut.set_result(self.hello)
         else:
-            super().on_ws_frame(tr, frame)
-
-    def on_ws_disconnected(self, tr):
-        self.gone = True
-        if not self.got_hello.done():
-            self.got_hello.set_exception(ConnectionError("closed before the hello message"))
+            self.fut.set_exception(ConnectionError(f"closed in state {self.state}: {exc}"))
 
 
 class ShakeRun(Run):
-    """--concurrency loops, each: connect, handshake, wait for the hello (push URLs), close
-    (client CLOSE 1000, then wait for the server to drop the TCP connection)."""
+    """--concurrency loops, each: connect, handshake, wait for the first message (push URLs or id),
+    close handshake (client CLOSE 1000), wait for the server to drop the TCP connection."""
 
     def __init__(self, args):
         super().__init__(args)
         self.done = self.failed = 0
         self.errors = Counter()
-        self.ids: set[str] = set()
+        self.ids: set[bytes] = set()
         self.dup_ids = 0
         self.lat: list[int] = []
+        u = urlsplit(self.url(0))
+        self.path0 = u.path
+        self.hostport = u.netloc
 
-    def make_client(self, i):
-        return ShakeClient(self, i)
+    def request_for(self, i):
+        path = urlsplit(self.url(i)).path if "{i}" in self.spec["url"] else self.path0
+        return (f"GET {path} HTTP/1.1\r\nHost: {self.hostport}\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n").encode()
 
     async def one(self, i, src):
+        loop = asyncio.get_running_loop()
         t0 = mono()
+        self.request = self.request_for(i)
+        fut = loop.create_future()
         kw = {"local_addr": (src, 0)} if src else {}
         tr = None
         try:
-            tr, cl = await asyncio.wait_for(ws_connect(lambda: self.make_client(i), self.url(i),
-                                                       enable_auto_pong=False, read_buffer_init_size=1024,
-                                                       **kw), 10)
-            await asyncio.wait_for(cl.got_hello, 10)
-            if cl.hello:
-                ident = cl.hello.split(",")[0]
+            tr, _ = await asyncio.wait_for(loop.create_connection(lambda: Shake(self, fut), self.spec["host"],
+                                                                  self.spec["port"], **kw), 10)
+            hello = await asyncio.wait_for(fut, 10)
+            if hello is not None:
+                ident = hello.split(b",")[0]
                 if ident in self.ids:
                     self.dup_ids += 1
                 self.ids.add(ident)
-            tr.send_close(1000)
-            await asyncio.wait_for(tr.wait_disconnected(), 10)
             self.done += 1
             self.lat.append(mono() - t0)
         except Exception as e:  # noqa: BLE001 - counted by kind
             self.failed += 1
             self.errors[f"{type(e).__name__}: {e}"[:120]] += 1
             if tr is not None:
-                tr.disconnect(graceful=False)
+                tr.abort()
 
     async def measure(self):
         a = self.args
@@ -510,14 +560,14 @@ class ShakeRun(Run):
         end = time.monotonic() + a.duration
         counter = [a.first]
 
-        async def worker(w):
+        async def worker():
             while time.monotonic() < end:
                 i = counter[0]
                 counter[0] += 1
                 await self.one(i, src[i % len(src)])
 
         t0 = time.monotonic()
-        await asyncio.wait_for(asyncio.gather(*(worker(w) for w in range(a.concurrency))), a.duration + 30)
+        await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(a.concurrency))), a.duration + 30)
         el = time.monotonic() - t0
         say("END")
         return {"handshakes": self.done, "failed": self.failed, "elapsed_s": round(el, 3),

@@ -52,7 +52,7 @@ WORKLOADS = {
                      what="10,000 idle connections; server RSS and PSS growth per connection, summed over "
                           "master and workers"),
     "hold_36k": dict(kind="hold", conns=36000, procs=2, hold=40.0, idle_window=(5.0, 35.0),
-                     opts={"ping": 30000}, targets=["ngxws-w2", "nchan-w2"],
+                     opts={"ping": 30000}, targets=["ngxws-w2", "nchan-w2"], min_workers=2,
                      src=["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"],
                      what="36,000 connections over 2 workers with pings every 30 s (ngxws pingintvl=30000, "
                           "nchan_websocket_ping_interval 30), two generator processes on 127.0.0.2-5; "
@@ -358,8 +358,10 @@ def suite(only, labels, reps, duration, scale, out_dir=RESULTS) -> dict:
 
 def accepts(wid: str, label: str) -> bool:
     t = targets.make(label)
-    kind = WORKLOADS[wid]["kind"]
-    return not ((kind == "push" and not t.push) or (kind == "echo" and not t.echo))
+    w = WORKLOADS[wid]
+    if t.workers < w.get("min_workers", 1):
+        return False
+    return not ((w["kind"] == "push" and not t.push) or (w["kind"] == "echo" and not t.echo))
 
 
 def headline(r: dict) -> str:
