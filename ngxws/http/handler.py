@@ -39,7 +39,8 @@ from . import stub_status
 from .errors import CLOSE_WITHOUT_RESPONSE, KEEPALIVE_BREAKING, REQUEST_HEADER_TOO_LARGE, error_page, \
     status_line
 from .locations import normalize_host
-from .request import ERROR, INFO, Head, HttpError, HttpParser, Request
+from .request import ERROR, Head, HttpError, HttpParser, Request
+from .static import static_handler
 
 try:
     from .log_module import log_request
@@ -233,7 +234,9 @@ class HttpConnection:
                     try:
                         done = parser.read_body(0)
                     except HttpError as e:
-                        self.fail(e)
+                        # the request was answered already: nothing to say but goodbye
+                        self.conn.log.log(e.level, "%s", e.message)
+                        self.close()
                         return
                     if done is None:
                         self.state = READING
@@ -293,17 +296,18 @@ class HttpConnection:
         if r.keep_alive and (loc.keepalive_timeout == 0 or conn.requests >= loc.keepalive_requests):
             r.keep_alive = False
 
+        cl = head.content_length
+        limit = loc.client_max_body_size
+        if cl is not None and limit and cl > limit:
+            # nginx checks this when it finds the location, before any rewrite
+            conn.log.error("client intended to send too large body: %d bytes", cl)
+            self.finalize(r, 413)
+            return
+
         ret = srv.loc.return_ or loc.return_
-        if ret is None:
-            cl = head.content_length
-            limit = loc.client_max_body_size
-            if cl is not None and limit and cl > limit:
-                conn.log.error("client intended to send too large body: %d bytes", cl)
-                self.finalize(r, 413)
-                return
-        else:
-            r.discard_body = True
-            self.do_return(r, ret)
+        if ret is not None:
+            if self.discard_now(r):
+                self.do_return(r, ret)
             return
 
         access = loc.access
@@ -314,9 +318,8 @@ class HttpConnection:
 
         handler = loc.handler
         if handler is None:
-            from .static import static_handler
-            r.discard_body = True
-            static_handler(r)
+            if self.discard_now(r):
+                static_handler(r)
             return
         if self.parser.body_pending:
             if head.expect_continue and head.http_version == b"1.1" and not self.parser.buffered:
@@ -331,6 +334,17 @@ class HttpConnection:
                 return
             return
         handler(r)
+
+    def discard_now(self, r):
+        """Drop the body bytes already here (nginx's discard); False when they are bad."""
+        r.discard_body = True
+        if self.parser.body_pending:
+            try:
+                self.parser.read_body(0)
+            except HttpError as e:
+                self.fail(e)
+                return False
+        return True
 
     def body_progress(self):
         """Read more of the body; when complete, run the handler. True once it ran."""
@@ -402,7 +416,9 @@ class HttpConnection:
             if in_head:
                 conn.requests += 1
                 _stats.on_request()
-            r = Request(self, conn, Head(), self.srv)
+            head = Head()
+            head.request_line = self.parser.last_line
+            r = Request(self, conn, head, self.srv)
             r.loc = self.srv.loc
             r.start_ms = self.loop.now_ms
             r.start_time = time.time()

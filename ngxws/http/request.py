@@ -43,6 +43,7 @@ INFO = 7
 _HEAD_END = re.compile(rb"\n\r?\n")
 _CL_LINE = re.compile(rb"\ncontent-length[ \t]*:", re.IGNORECASE)
 _METHOD = re.compile(rb"[A-Z_-]+\Z")
+_METHOD_PREFIX = re.compile(rb"[A-Z_-]*")
 _PCT = re.compile(r"%([0-9A-Fa-f]{2})")
 
 
@@ -108,20 +109,27 @@ def normalize_uri(path, merge_slashes=True):
     if "/." not in uri and ("//" not in uri or not merge_slashes):
         return uri
     out = []
-    for seg in uri.split("/")[1:]:
+    segs = uri.split("/")[1:]
+    last = len(segs) - 1
+    for i, seg in enumerate(segs):
         if seg == ".":
+            if i == last:
+                out.append("")
             continue
         if seg == "..":
+            if not out or (len(out) == 1 and out[0] == ""):
+                return None
+            if out and out[-1] == "":
+                out.pop()
             if not out:
                 return None
             out.pop()
+            if i == last:
+                out.append("")
             continue
-        if seg == "" and merge_slashes and out and out[-1] == "":
+        if seg == "" and i != last and merge_slashes:
             continue
         out.append(seg)
-    # a trailing "." or ".." leaves a directory: keep the trailing slash
-    if uri.endswith(("/.", "/..")) and (not out or out[-1] != ""):
-        out.append("")
     return "/" + "/".join(out)
 
 
@@ -149,7 +157,7 @@ class HttpParser:
     """The request stream of one connection."""
 
     __slots__ = ("buf", "scan", "large_size", "max_head", "_h11", "body", "body_left",
-                 "body_size", "in_request_line")
+                 "body_size", "in_request_line", "last_line")
 
     def __init__(self, large_size=8192, large_num=4):
         self.buf = bytearray()
@@ -165,6 +173,8 @@ class HttpParser:
         self.body_size = 0
         #: for the error log's "while reading client request line/headers"
         self.in_request_line = True
+        #: the request line of the last head seen, for the error log of a bad one
+        self.last_line = ""
 
     def feed(self, data):
         if self._h11 is not None:
@@ -214,6 +224,10 @@ class HttpParser:
         buf = self.buf
         nl = buf.find(b"\n")
         size = self.large_size
+        end = _METHOD_PREFIX.match(buf).end()
+        if end < len(buf) and (buf[end] != 32 or end == 0):
+            # nginx refuses a bad method at its first byte (a TLS hello, say)
+            raise HttpError(400, "client sent invalid method")
         if nl == -1 or nl + 1 > size:
             if len(buf) > size:
                 raise HttpError(414, "client sent too long URI")
@@ -225,6 +239,7 @@ class HttpParser:
     def _parse(self, head):
         size = self.large_size
         nl = head.find(b"\n")
+        self.last_line = head[:min(nl, 2048)].rstrip(b"\r").decode("latin-1")
         if nl + 1 > size:
             raise HttpError(414, "client sent too long URI")
         self.in_request_line = False
