@@ -430,7 +430,7 @@ class HttpClient:
             msg = "upstream prematurely closed connection while reading upstream"
         else:
             msg = "upstream prematurely closed connection while reading response header from upstream"
-        self._fail(peer, msg, False)
+        self._fail(peer, msg, False, stale=True)
 
     def _finish(self, peer):
         req = peer.req
@@ -469,9 +469,14 @@ class HttpClient:
                        % (e.errno, e.strerror), True)
         else:
             self._fail(peer, "%s() failed (%d: %s) while %s"
-                       % (call, e.errno, e.strerror, peer.action), not peer.sent_any)
+                       % (call, e.errno, e.strerror, peer.action), not peer.sent_any, stale=True)
 
-    def _fail(self, peer, error, retryable):
+    def _fail(self, peer, error, retryable, stale=False):
+        """End ``peer``'s request with ``error``.
+
+        ``stale``: the connection was closed or reset by the backend (not a timeout), which on a
+        reused keep-alive connection with no response byte yet is the idle-close race.
+        """
         req = peer.req
         peer.req = None
         connecting = peer.action == "connecting to upstream"
@@ -485,7 +490,7 @@ class HttpClient:
             self._next_addr += 1
         if req._done:
             return
-        if peer.reused and not peer.got_any and not req._reused_retry:
+        if stale and peer.reused and not peer.got_any and not req._reused_retry:
             # the backend closed an idle connection as we picked it: once more, on a new one
             req._reused_retry = True
             self._connect(req)

@@ -168,6 +168,16 @@ class UpstreamModule(HttpModule):
         child.url = url
         return child
 
+    def shutdown(self, cycle, graceful):
+        # idle pooled connections would hold the worker up; requests in flight (the last CLOSE
+        # events of leaving clients) are worth waiting for, and their timeouts bound the wait
+        busy = False
+        for client in _CLIENTS:
+            client.close_idle()
+            if client.active:
+                busy = True
+        return busy and graceful
+
     def exit_process(self, cycle):
         for client in _CLIENTS:
             client.close_idle()
@@ -310,15 +320,20 @@ class UpstreamSession:
             self._send()
 
     def cancel(self):
-        """Stop everything now (the handshake was abandoned before the answer)."""
-        self.state = DONE
-        self.pending = bytearray()
-        if self.req is not None:
-            self.req.cancel()
-            self.req = None
-        if self.retry_ev is not None:
-            self._client().loop.del_timer(self.retry_ev)
-            self.retry_ev = None
+        """The client went away while its handshake waited for the backend.
+
+        Neither ``accept`` nor ``refuse`` will be called.  The backend, which has seen OPEN, is
+        sent DISCONNECT once it has answered (best effort, bounded like any request).
+        """
+        if self.state is not OPENING:
+            return
+        self.accept = self.refuse = None
+        self.state = CLOSING
+        wsoh.encode_into(self.pending, DISCONNECT)
+        if self.req is None and self.retry_ev is None:
+            # the OPEN itself never got through: the backend knows nothing of this client
+            self.state = DONE
+            self.pending = bytearray()
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -384,6 +399,14 @@ class UpstreamSession:
         self.body = None
         status = req.status
         headers = req.response_headers
+
+        if state is CLOSING:
+            # the client is gone: nothing to deliver; finish what is queued
+            if self.pending and 200 <= status < 300:
+                self._send()
+            else:
+                self.state = DONE
+            return
 
         if not 200 <= status < 300:
             if state is OPENING:
@@ -451,13 +474,6 @@ class UpstreamSession:
             if self.state is not ACTIVE:
                 return
             events = events[1:]
-        elif state is CLOSING:
-            # the client is gone: nothing to deliver; finish what is queued
-            if self.pending:
-                self._send()
-            else:
-                self.state = DONE
-            return
 
         if events:
             self._deliver(events)

@@ -45,6 +45,16 @@ class Backend(http.server.BaseHTTPRequestHandler):
         srv.seen.append((self.path, self.headers, events))
         if srv.delay:
             time.sleep(srv.delay)
+        if srv.script is not None and not (len(events) == 1 and events[0][0] == "OPEN"
+                                           and not srv.script_open):
+            status, headers, data = srv.script
+            self.send_response(status)
+            for n, v in headers:
+                self.send_header(n, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         out = []
         headers = [("Content-Type", wsoh.CONTENT_TYPE)]
         status = 200
@@ -88,9 +98,15 @@ class Backend(http.server.BaseHTTPRequestHandler):
 class BackendServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
 
+    def handle_error(self, request, client_address):
+        pass  # a client that gave up (timeout tests) is expected
+
     def __init__(self):
         self.seen = []
         self.delay = 0
+        #: (status, headers, body) to answer instead, after OPEN (or to OPEN too: script_open)
+        self.script = None
+        self.script_open = False
         super().__init__(("127.0.0.1", 0), Backend)
 
 
@@ -356,3 +372,91 @@ def test_conf_merge_defaults():
     assert child.url is None
     assert child.connect_timeout == 60_000 and child.read_timeout == 60_000
     assert child.keepalive == 16 and child.queue_size == 256 * 1024 and child.headers == []
+
+
+EV = [("Content-Type", "application/websocket-events")]
+
+
+@pytest.mark.parametrize("script, error", [
+    ((200, EV, b"TEXT 2\r\nhi\r\n"), "upstream accepted the handshake without an OPEN event"),
+    ((200, EV, b""), "upstream accepted the handshake without an OPEN event"),
+    ((200, [("Content-Type", "text/html")], b"<p>hi"),
+     'upstream sent "Content-Type: text/html", expected "application/websocket-events"'),
+    ((200, EV, b"OPEN\r\nBOGUS\r\n"), 'upstream sent invalid events: unknown event "BOGUS" at byte 6'),
+    ((200, EV + [("Sec-WebSocket-Protocol", "other")], b"OPEN\r\n"),
+     'upstream chose subprotocol "other" the client did not offer'),
+])
+def test_bad_open_answers_refuse_502(env, backend, script, error):
+    backend.script = script
+    backend.script_open = True
+    conf = make_conf("http://127.0.0.1:%d/" % backend.server_address[1])
+    session, us, result = open_session(env, conf)
+    assert result[:2] == ("refuse", 502)
+    assert any(error in line for line in env.errors()), env.errors()
+
+
+@pytest.mark.parametrize("script, code, error", [
+    ((403, [], b"no"), 1008, "upstream answered 403"),
+    ((503, [], b""), 1011, "upstream answered 503"),
+    ((200, EV, b"TEXT 5\r\nhi\r\n"), 1011, "upstream sent invalid events: truncated TEXT event"),
+    ((200, EV, b"TEXT 1\r\n\xff\r\n"), 1011, "upstream sent a TEXT event that is not UTF-8"),
+    ((200, EV, b"CLOSE 1\r\n\x03\r\n"), 1011, "CLOSE event content of 1 byte"),
+])
+def test_bad_answers_close_the_client(env, backend, script, code, error):
+    conf = make_conf("http://127.0.0.1:%d/" % backend.server_address[1])
+    session, us, _ = open_session(env, conf)
+    backend.script = script
+    us.on_message(session, TextMessage(data="x"))
+    env.run_until(lambda: session.closed)
+    assert session.closed[0] == code
+    assert any(error in line for line in env.errors()), env.errors()
+    assert us.state is up.DONE
+
+
+def test_empty_2xx_answer_is_fine_after_open(env, backend):
+    conf = make_conf("http://127.0.0.1:%d/" % backend.server_address[1])
+    session, us, _ = open_session(env, conf)
+    backend.script = (204, [], b"")
+    us.on_message(session, TextMessage(data="x"))
+    env.run_until(lambda: us.req is None)
+    assert session.closed is None and us.state is up.ACTIVE
+
+
+def test_read_timeout_closes_1011(env, backend):
+    conf = make_conf("http://127.0.0.1:%d/" % backend.server_address[1], read_timeout=200)
+    session, us, _ = open_session(env, conf)
+    conf.client.read_timeout = 200
+    backend.delay = 1
+    us.on_message(session, TextMessage(data="x"))
+    env.run_until(lambda: session.closed)
+    assert session.closed[0] == 1011
+    assert len([s for s in backend.seen if s[2] == [("TEXT", b"x")]]) == 1, "never replayed"
+    assert any("upstream timed out" in line for line in env.errors())
+
+
+def test_cancel_during_open_sends_disconnect(env, backend):
+    conf = make_conf("http://127.0.0.1:%d/" % backend.server_address[1])
+    conn = env.conn()
+    session = FakeSession(conn)
+    us = up.create(session, FakeRequest(conn, conf, HEADERS))
+    called = []
+    us.open(lambda *a: called.append(a), lambda *a: called.append(a))
+    us.cancel()
+    env.run_until(lambda: us.state is up.DONE)
+    assert called == []
+    assert [e for _, _, evs in backend.seen for e in evs] == [("OPEN", None), ("DISCONNECT", None)]
+
+
+def test_shutdown_closes_idle_and_waits_for_busy(env, backend):
+    conf = make_conf("http://127.0.0.1:%d/" % backend.server_address[1])
+    session, us, _ = open_session(env, conf)
+    up._CLIENTS[:] = [conf.client]  # this worker's clients: only this test's
+    assert len(conf.client.idle) == 1 and env.pool.used == 2
+    module = UpstreamModule()
+    assert module.shutdown(None, True) is False
+    assert conf.client.idle == [] and env.pool.used == 1
+    backend.delay = 0.3
+    us.on_message(session, TextMessage(data="x"))
+    assert module.shutdown(None, True) is True
+    env.run_until(lambda: len(session.sent) == 2)
+    assert module.shutdown(None, True) is False
