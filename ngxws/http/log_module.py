@@ -34,7 +34,7 @@ import weakref
 from ngxws.core.directives import UNSET, Args, ConfigError, Ctx, Directive, Slot, parse_msec, parse_size
 from ngxws.core.loop import Event
 from ngxws.http.module import HttpModule
-from ngxws.http.variables import compile_complex, get_variable, parse_template
+from ngxws.http.variables import compile_complex, conf_text, get_variable, parse_template
 
 __all__ = ["LogFormat", "AccessLog", "LogBuffer", "LogMainConf", "LogLocConf", "HttpLogModule",
            "log_request", "reopen", "flush_all", "escape_default", "escape_json", "COMBINED",
@@ -95,10 +95,28 @@ def _invalid_parameter(rest):
     return ConfigError('invalid parameter "%s"' % rest)
 
 
-class LogFormat:
-    """One ``log_format``: render(request) -> one line of bytes, newline included."""
+_DEFAULT_STR_RE = re.compile(r'[\x00-\x1f"\\\x7f-\xff]')
+_DEFAULT_STR_TABLE = {chr(b): "\\x%02X" % b for b in _DEFAULT_TABLE}
+_JSON_STR_RE = re.compile(r'[\x00-\x1f"\\]')
+_JSON_STR_TABLE = {chr(b): v.decode() for b, v in _JSON_TABLE.items()}
 
-    __slots__ = ("name", "escape", "ops")
+
+def _default_str_sub(m, _t=_DEFAULT_STR_TABLE):
+    return _t[m.group()]
+
+
+def _json_str_sub(m, _t=_JSON_STR_TABLE):
+    return _t[m.group()]
+
+
+class LogFormat:
+    """One ``log_format``: render(request) -> one line of bytes, newline included.
+
+    The line is built as one-byte-per-character text and encoded once; a value
+    holding real Unicode (a getter of some other module) takes the slow path.
+    """
+
+    __slots__ = ("name", "escape", "ops", "_re", "_sub", "_missing")
 
     def __init__(self, name, text, escape="default"):
         self.name = name
@@ -107,39 +125,66 @@ class LogFormat:
         for p in parse_template(text, _invalid_parameter):
             if p.__class__ is tuple:
                 ops.append(get_variable(p[0]))
-            elif ops and ops[-1].__class__ is bytes:
-                ops[-1] += p.encode("utf-8")
+            elif ops and ops[-1].__class__ is str:
+                ops[-1] += conf_text(p)
             else:
-                ops.append(p.encode("utf-8"))
-        if ops and ops[-1].__class__ is bytes:
-            ops[-1] += b"\n"
+                ops.append(conf_text(p))
+        if ops and ops[-1].__class__ is str:
+            ops[-1] += "\n"
         else:
-            ops.append(b"\n")
+            ops.append("\n")
         self.ops = tuple(ops)
+        if escape == "default":
+            self._re, self._sub, self._missing = _DEFAULT_STR_RE, _default_str_sub, "-"
+        elif escape == "json":
+            self._re, self._sub, self._missing = _JSON_STR_RE, _json_str_sub, ""
+        else:
+            self._re, self._sub, self._missing = None, None, ""
 
     def render(self, r):
         out = []
         append = out.append
-        if self.escape == "default":
+        missing = self._missing
+        rx = self._re
+        if rx is None:
             for op in self.ops:
-                if op.__class__ is bytes:
+                if op.__class__ is str:
+                    append(op)
+                else:
+                    v = op(r)
+                    append(missing if v is None else v)
+        else:
+            search = rx.search
+            for op in self.ops:
+                if op.__class__ is str:
                     append(op)
                     continue
                 v = op(r)
                 if v is None:
-                    append(b"-")
-                elif v:
-                    append(escape_default(_to_bytes(v)))
-        else:
-            esc = escape_json if self.escape == "json" else None
-            for op in self.ops:
-                if op.__class__ is bytes:
-                    append(op)
-                    continue
-                v = op(r)
-                if v:
-                    v = _to_bytes(v)
-                    append(esc(v) if esc is not None else v)
+                    append(missing)
+                elif search(v) is None:
+                    append(v)
+                else:
+                    append(rx.sub(self._sub, v))
+        try:
+            return "".join(out).encode("latin-1")
+        except UnicodeEncodeError:
+            return self._render_unicode(r)
+
+    def _render_unicode(self, r):
+        esc = {"default": escape_default, "json": escape_json}.get(self.escape)
+        missing = self._missing.encode()
+        out = []
+        for op in self.ops:
+            if op.__class__ is str:
+                out.append(op.encode("latin-1"))
+                continue
+            v = op(r)
+            if v is None:
+                out.append(missing)
+            else:
+                v = _to_bytes(v)
+                out.append(esc(v) if esc is not None else v)
         return b"".join(out)
 
 

@@ -466,3 +466,12 @@ def test_config_errors(tmp_path, http, message):
     with pytest.raises(ConfigError) as e:
         build(tmp_path, http)
     assert str(e.value) == message % (tmp_path / "ngxws.conf")
+
+
+def test_a_getter_returning_unicode_takes_the_slow_path(monkeypatch):
+    monkeypatch.setitem(variables.VARIABLES, "unicode_test", lambda r: 'caf\u00e9 \u263a"')
+    r = FakeRequest()
+    line = b'"caf\\xC3\\xA9 \\xE2\\x98\\xBA\\x22" 200\n'
+    assert LogFormat("x", '"$unicode_test" $status').render(r) == line
+    assert LogFormat("j", '"$unicode_test"', escape="json").render(r) == '"caf\u00e9 \u263a\\""\n'.encode()
+    assert LogFormat("n", "$unicode_test", escape="none").render(r) == 'caf\u00e9 \u263a"\n'.encode()
