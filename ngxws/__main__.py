@@ -144,7 +144,7 @@ def main(argv=None):
 
 def dump_config(cycle):
     out = sys.stdout
-    for path in cycle.parser.files_read:
+    for path in getattr(cycle.parser, "files_read", None) or [cycle.conf_file]:
         out.write("# configuration file %s:\n" % path)
         try:
             with open(path, encoding="utf-8", errors="replace") as f:

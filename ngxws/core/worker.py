@@ -22,7 +22,7 @@ import os
 import signal
 import socket
 
-from .connection import ConnectionPool
+from .connection import Connection, ConnectionPool
 from .core_module import raise_nofile
 from .loop import Event, EventLoop
 from .master import CMD_QUIT, CMD_REOPEN, CMD_TERMINATE, EXIT_BOOT_FAILED
@@ -142,8 +142,8 @@ class Worker:
                 self.start_shutdown()
             if self.reopen:
                 self.reopen = False
-                self.log.notice("reopening logs")
                 self.cycle.reopen_files()
+                self.log.notice("reopening logs")
             if self.shutting_down and self.done():
                 self.log.notice("exiting")
                 break
@@ -176,8 +176,11 @@ class Worker:
         cycle = self.cycle
         for m in cycle.modules:
             m.shutdown(cycle, False)
-        for conn in list(cycle.pool.connections()):
-            if not conn.closed:
+        # Whatever the modules left: every connection the selector still watches.
+        sel = cycle.loop.selector
+        owners = [key.data for key in sel.get_map().values()] if sel is not None else []
+        for conn in owners:
+            if isinstance(conn, Connection) and not conn.closed:
                 conn.close()
 
     def done(self):

@@ -14,7 +14,7 @@ as nginx-tests does.
 
 import os
 import re
-import signal
+import signal as _signal
 import subprocess
 import sys
 import time
@@ -133,7 +133,7 @@ class Server:
     def signal(self, signo):
         os.kill(self.proc.pid, signo)
 
-    def stop(self, signo=signal.SIGQUIT, timeout=15):
+    def stop(self, signo=_signal.SIGQUIT, timeout=15):
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
         workers = self.workers()
@@ -144,11 +144,11 @@ class Server:
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, signal.SIGKILL)
+            os.kill(self.proc.pid, _signal.SIGKILL)
             self.proc.wait(5)
         for pid in workers:
             if pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, _signal.SIGKILL)
         return self.proc.returncode
 
     def kill_all(self):
@@ -156,7 +156,7 @@ class Server:
             return
         for pid in self.workers():
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, _signal.SIGKILL)
             except ProcessLookupError:
                 pass
         if self.proc.poll() is None:
