@@ -477,6 +477,10 @@ class HttpLogModule(HttpModule):
         for buf in _buffers:
             buf.attach(loop)
 
+    def reopen(self, cycle):
+        """USR1 in a worker, called before ``cycle.reopen_files()``: pending lines go to the old files."""
+        flush_all()
+
     def exit_process(self, cycle):
         flush_all()
 

@@ -157,6 +157,16 @@ def test_buffered_log_is_flushed_by_the_timer(ngxws_server):
     assert read_file(path) == b"200 GET /r k=v\n204 GET /z -\n"
 
 
+def test_buffered_lines_are_written_at_exit(ngxws_server):
+    srv = ngxws_server(http=LOG_SERVER % 0,
+                       http_main="access_log logs/b.log combined buffer=64k flush=1h;")
+    path = os.path.join(srv.prefix, "logs", "b.log")
+    exchange(srv.port(), b"GET /r HTTP/1.0\r\n\r\n")
+    assert read_file(path) == b""          # held in the worker's buffer
+    assert srv.stop(signal.SIGQUIT) == 0
+    assert read_file(path).count(b"\n") == 1 and b'"GET /r HTTP/1.0" 200' in read_file(path)
+
+
 def test_usr1_reopens_a_rotated_log(ngxws_server):
     srv = ngxws_server(http=LOG_SERVER % 0, http_main="access_log logs/access.log;")
     path = os.path.join(srv.prefix, "logs", "access.log")
