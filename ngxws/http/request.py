@@ -177,6 +177,8 @@ class HttpParser:
         self.last_line = ""
 
     def feed(self, data):
+        if not data:
+            return
         if self._h11 is not None:
             self._h11.receive_data(data)
         else:
@@ -251,7 +253,7 @@ class HttpParser:
                     raise HttpError(REQUEST_HEADER_TOO_LARGE, "client sent too long header line")
         if b"\n " in head or b"\n\t" in head:
             raise HttpError(400, "client sent invalid header line")
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=len(head) + 1)
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head)
         conn.receive_data(head)
         try:
             ev = conn.next_event()
@@ -332,8 +334,9 @@ class HttpParser:
             h.keep_alive = connection is not None and b"keep-alive" in connection
         if h.chunked:
             # h11 decodes the chunks; it owns the stream until the body ends
-            conn.receive_data(bytes(self.buf))
-            self.buf.clear()
+            if self.buf:    # (receive_data(b"") would mean EOF)
+                conn.receive_data(bytes(self.buf))
+                self.buf.clear()
             self._h11 = conn
             self.body_left = -1
         else:
