@@ -1,0 +1,493 @@
+"""One WebSocket client after the handshake: frames in, frames out, and the way out.
+
+Theory of operation
+-------------------
+A Session owns its Connection once the HTTP module has handed the socket over. Frames are
+parsed and built by wsproto's `Connection` (server side, no HTTP: the handshake is ours), fed
+with whatever bytes arrived together with the request head.
+
+Writes never go to the socket directly. Every outgoing frame is appended to a chunk queue and
+the connection's write event is *posted*, so that all frames produced during one loop iteration
+(an echo, ten pushes, a pong) leave in one `send()` at the end of that iteration. If the kernel
+takes only part, EVENT_WRITE is enabled until the queue drains, and disabled again then: an idle
+or up-to-date client has no write interest at all.
+
+`queued` counts the unsent bytes. A push is refused (or the client closed, by policy) while
+`queued` is over `websocket_send_buffer`, so a client is never more than one message over the
+mark. Echoes apply the same mark as back-pressure: reading stops until the queue drains.
+
+The way out, with the states below:
+
+    OPEN --we send Close--> CLOSING --peer's Close or timeout--> LINGERING --EOF/timeout--> done
+    OPEN --peer's Close--> (we answer) LINGERING
+    OPEN --bad frame--> (we send Close with its code) LINGERING
+
+LINGERING means: our last bytes are queued; once they are sent, the write side is shut down
+(the server closes the TCP connection first, RFC 6455 7.1.1) and reads are discarded until the
+peer's FIN or a short timeout, so that unread data cannot turn our close into an RST that
+destroys the Close frame in flight. Every wait is bounded.
+
+The connection's read event doubles as the session's only timer (as nginx uses c->read for
+keep-alive): keep-alive while OPEN (see keepalive.py), the close wait while CLOSING, the
+lingering bound while LINGERING.
+
+Ids are 128 random bits from `secrets`, never the fd: fds are reused at once, and a push for
+a client that left must get 404, not reach whoever got the same fd.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+import socket
+
+from wsproto.connection import Connection as WsConnection, ConnectionState, ConnectionType
+from wsproto.events import (BytesMessage, CloseConnection, Ping, Pong, TextMessage)
+
+from . import keepalive
+
+#: how long we wait for the peer's Close after sending ours
+CLOSE_TIMEOUT = 5000
+#: how long we read and discard after shutting our write side
+LINGER_TIMEOUT = 2000
+RECV_SIZE = 65536
+#: iovecs per sendmsg() call (IOV_MAX is 1024 on Linux)
+IOV_MAX = 1024
+
+#: id -> Session, every open session of this worker
+REGISTRY: dict = {}
+
+_OPEN = ConnectionState.OPEN
+_REMOTE_CLOSING = ConnectionState.REMOTE_CLOSING
+
+
+class State(enum.Enum):
+    #: messages flow both ways
+    OPEN = 1
+    #: our Close is sent or queued; waiting (bounded) for the peer's
+    CLOSING = 2
+    #: the close handshake is over or failed: flush, shut down writes, drain until EOF
+    LINGERING = 3
+    #: the TCP connection is closed and the id forgotten
+    CLOSED = 4
+
+
+OPEN = State.OPEN
+CLOSING = State.CLOSING
+LINGERING = State.LINGERING
+CLOSED = State.CLOSED
+
+
+def new_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+class Location:
+    """What sessions of one `websocket` location share in a worker (one object, many sessions)."""
+
+    __slots__ = ("conf", "loop", "log", "ping_interval", "idle_interval", "max_message_size",
+                 "send_buffer_size", "slow_close", "push_prefixes", "path", "name")
+
+    def __init__(self, conf, loop, log=None, path="/"):
+        self.conf = conf
+        self.loop = loop
+        self.log = log
+        self.ping_interval = conf.ping_interval
+        self.idle_interval = conf.idle_interval
+        self.max_message_size = conf.max_message_size
+        self.send_buffer_size = conf.send_buffer_size
+        self.slow_close = conf.slow_client == "close"
+        #: "HOST:PORT" of each push URL; filled when the push port is open
+        self.push_prefixes = ()
+        #: the location's URI as it appears in push URLs
+        self.path = path
+        self.name = path
+
+    def push_urls(self, sid: str, path: str | None = None) -> str:
+        path = path or self.path
+        return ",".join("http://%s@%s%s" % (sid, hp, path) for hp in self.push_prefixes)
+
+
+class Session:
+    __slots__ = ("id", "conn", "loc", "ws", "state", "out", "queued", "parts", "parts_size",
+                 "last_in", "last_ping", "upstream", "path", "paused", "close_code",
+                 "close_reason", "closed_by", "__weakref__")
+
+    def __init__(self, loc: Location, path: str | None = None):
+        self.id = new_id()
+        self.loc = loc
+        self.conn = None
+        self.ws = None
+        self.state = OPEN
+        #: queued chunks (bytes or memoryview), None when empty
+        self.out = None
+        self.queued = 0
+        #: pieces of a fragmented message in progress, None between messages
+        self.parts = None
+        self.parts_size = 0
+        #: loop ms of the last bytes received, and of our last keep-alive PING
+        self.last_in = 0
+        self.last_ping = 0
+        #: None: client messages are echoed; else an object with on_message/on_close
+        self.upstream = None
+        #: the request path when it differs from the location's (regex locations)
+        self.path = path
+        #: reading stopped because the queue is over the mark (echo back-pressure)
+        self.paused = False
+        self.close_code = None
+        self.close_reason = ""
+        #: "client" or "server": who started the close, for the log
+        self.closed_by = None
+
+    # -- start --------------------------------------------------------------------------------
+
+    @property
+    def push_urls(self) -> str:
+        return self.loc.push_urls(self.id, self.path)
+
+    def attach(self, conn, response: bytes, trailing: bytes = b"", extensions=None) -> None:
+        """Take over `conn`: queue the 101 `response` and the push URL message, start reading."""
+        loc = self.loc
+        loop = loc.loop
+        self.conn = conn
+        conn.data = self
+        conn.read.handler = ws_read_handler
+        conn.write.handler = ws_write_handler
+        if conn.log is not None:
+            conn.log.action = "websocket"
+        self.ws = WsConnection(ConnectionType.SERVER, extensions)
+        REGISTRY[self.id] = self
+        now = loop.now_ms
+        self.last_in = now
+        self.last_ping = now
+        self._queue(response)
+        if loc.push_prefixes:
+            self._queue(self.ws.send(TextMessage(data=self.push_urls)))
+        loop.update(conn, True, False)
+        keepalive.arm(self)
+        if trailing:
+            self.ws.receive_data(trailing)
+            self._process()
+
+    # -- output -------------------------------------------------------------------------------
+
+    def _queue(self, data) -> None:
+        out = self.out
+        if out is None:
+            self.out = [data]
+            conn = self.conn
+            if not conn.write.active:
+                self.loc.loop.post(conn.write)
+        else:
+            out.append(data)
+        self.queued += len(data)
+
+    def send_message(self, data) -> None:
+        """Queue one whole message (str: text, bytes: binary), whatever the queue holds."""
+        if self.ws.state is not _OPEN:
+            return
+        if type(data) is str:
+            frame = self.ws.send(TextMessage(data=data))
+        else:
+            frame = self.ws.send(BytesMessage(data=data))
+        self._queue(frame)
+
+    send_text = send_message
+    send_bytes = send_message
+
+    def push(self, data) -> int:
+        """A push for this client: the HTTP status to answer (204, 404 or 429)."""
+        if self.state is not OPEN or self.ws.state is not _OPEN:
+            return 404
+        if self.queued > self.loc.send_buffer_size:
+            if self.loc.slow_close:
+                self.conn.log.info("websocket client too slow, %d bytes unsent", self.queued)
+                self.close(1008, "client too slow")
+            return 429
+        self.send_message(data)
+        return 204
+
+    def flush(self) -> None:
+        """Send what the kernel takes now; the rest waits for EVENT_WRITE."""
+        out = self.out
+        conn = self.conn
+        if out is None or conn.closed:
+            return
+        sock = conn.sock
+        try:
+            if len(out) == 1:
+                n = sock.send(out[0])
+            else:
+                n = sock.sendmsg(out[:IOV_MAX])
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except (BrokenPipeError, ConnectionResetError) as e:
+            conn.log.info("send() failed (%d: %s)", e.errno, e.strerror)
+            self._finish(1006, "", "client")
+            return
+        except OSError as e:
+            conn.log.alert("send() failed (%d: %s)", e.errno, e.strerror)
+            self._finish(1006, "", "client")
+            return
+        conn.sent += n
+        self.queued -= n
+        if self.queued == 0:
+            self.out = None
+        else:
+            i = 0
+            while n:
+                size = len(out[i])
+                if n >= size:
+                    n -= size
+                    i += 1
+                else:
+                    out[i] = memoryview(out[i])[n:]
+                    n = 0
+            if i:
+                del out[:i]
+        self._after_flush()
+
+    def _after_flush(self) -> None:
+        conn = self.conn
+        reading = self.state is not CLOSED and not self.paused
+        if self.out is None:
+            if self.state is LINGERING:
+                self._shutdown_write()
+                return
+            if self.paused:
+                self.paused = False
+                reading = True
+            self.loc.loop.update(conn, reading, False)
+        else:
+            if self.paused and self.queued <= self.loc.send_buffer_size:
+                self.paused = False
+                reading = True
+            self.loc.loop.update(conn, reading, True)
+
+    # -- input --------------------------------------------------------------------------------
+
+    def _process(self) -> None:
+        ws = self.ws
+        for event in ws.events():
+            cls = type(event)
+            if cls is TextMessage or cls is BytesMessage:
+                self._on_data(event)
+            elif cls is Ping:
+                if ws.state is _OPEN:
+                    self._queue(ws.send(Pong(payload=event.payload)))
+                if self.conn.log.debug_enabled:
+                    self.conn.log.debug("websocket ping received, %d bytes", len(event.payload))
+            elif cls is Pong:
+                if self.conn.log.debug_enabled:
+                    self.conn.log.debug("websocket pong received")
+            elif cls is CloseConnection:
+                self._on_close(event)
+                return
+            if self.state is not OPEN and self.state is not CLOSING:
+                return
+
+    def _on_data(self, event) -> None:
+        if self.state is not OPEN:
+            return
+        data = event.data
+        loc = self.loc
+        limit = loc.max_message_size
+        if self.parts is None and event.message_finished:
+            # The common case, a message in one piece: the exact UTF-8 size is needed only
+            # when the character count could be over the limit.
+            if len(data) * 4 > limit and self._size(data) > limit:
+                self._too_big()
+                return
+        else:
+            size = self.parts_size + self._size(data)
+            if size > limit:
+                self._too_big()
+                return
+            self.parts_size = size
+            if self.parts is None:
+                self.parts = [data]
+            else:
+                self.parts.append(data)
+            if not event.message_finished:
+                return
+            data = ("" if type(data) is str else b"").join(self.parts)
+            self.parts = None
+            self.parts_size = 0
+            event = None
+        upstream = self.upstream
+        if upstream is not None:
+            if event is None or not event.frame_finished:
+                event = (TextMessage if type(data) is str else BytesMessage)(data=data)
+            upstream.on_message(self, event)
+            return
+        self.send_message(data)
+        if self.queued > loc.send_buffer_size and not self.paused:
+            # The client sends faster than it reads its echoes: stop reading until it catches up.
+            self.paused = True
+            loc.loop.update(self.conn, False, True)
+
+    @staticmethod
+    def _size(data) -> int:
+        return len(data.encode("utf-8", "surrogatepass")) if type(data) is str else len(data)
+
+    def _too_big(self) -> None:
+        self.parts = None
+        self.parts_size = 0
+        self.conn.log.info("websocket message over websocket_max_message_size %d",
+                           self.loc.max_message_size)
+        self.close(1009, "message too big")
+
+    def _on_close(self, event) -> None:
+        ws = self.ws
+        log = self.conn.log
+        if ws.state is _REMOTE_CLOSING:
+            # The peer's Close: answer with its code and stop.
+            code = event.code
+            if self.state is OPEN:
+                self.closed_by = "client"
+                self.close_code = code
+                self.close_reason = event.reason or ""
+            self._queue(ws.send(CloseConnection(code=code)))
+            self._linger()
+        elif ws.state is _OPEN:
+            # wsproto's verdict on a bad frame: fail the connection with that code.
+            if log.debug_enabled:
+                log.debug("websocket invalid frame: %s", event.reason)
+            self.closed_by = "server"
+            self.close_code = event.code
+            self.close_reason = event.reason or ""
+            self._queue(ws.send(CloseConnection(code=event.code)))
+            self._linger()
+        else:
+            # The answer to our Close.
+            self._linger()
+
+    # -- the way out --------------------------------------------------------------------------
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the close handshake (our side): send Close, wait a bounded time for the peer's."""
+        if self.state is not OPEN:
+            return
+        self.closed_by = "server"
+        self.close_code = code
+        self.close_reason = reason
+        self.parts = None
+        self.state = CLOSING
+        if self.ws.state is _OPEN:
+            self._queue(self.ws.send(CloseConnection(code=code, reason=reason or None)))
+        rev = self.conn.read
+        rev.cancelable = False
+        loop = self.loc.loop
+        loop.del_timer(rev)
+        loop.add_timer(rev, CLOSE_TIMEOUT)
+        if self.paused:
+            self.paused = False
+            if not self.conn.closed:
+                loop.update(self.conn, True, self.out is not None)
+
+    def _linger(self) -> None:
+        self.state = LINGERING
+        self.parts = None
+        self._forget()
+        rev = self.conn.read
+        rev.cancelable = False
+        loop = self.loc.loop
+        loop.del_timer(rev)
+        loop.add_timer(rev, LINGER_TIMEOUT)
+        if self.out is None:
+            self._shutdown_write()
+
+    def _shutdown_write(self) -> None:
+        conn = self.conn
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._finish(self.close_code, self.close_reason, self.closed_by)
+            return
+        self.loc.loop.update(conn, True, False)
+
+    def _forget(self) -> None:
+        """Leave the registry and tell the upstream, once."""
+        if REGISTRY.get(self.id) is self:
+            del REGISTRY[self.id]
+            conn = self.conn
+            if conn.log.debug_enabled:
+                conn.log.debug("websocket close code=%s reason=\"%s\" by %s",
+                               self.close_code if self.close_code is not None else 1006,
+                               self.close_reason, self.closed_by or "client")
+            upstream = self.upstream
+            if upstream is not None:
+                upstream.on_close(self, self.close_code if self.close_code is not None else 1006,
+                                  self.close_reason)
+
+    def _finish(self, code=None, reason="", by=None) -> None:
+        """Close the TCP connection now."""
+        if self.state is CLOSED:
+            return
+        if self.close_code is None:
+            self.close_code = code
+            self.close_reason = reason
+            self.closed_by = by
+        self._forget()
+        self.state = CLOSED
+        self.out = None
+        self.queued = 0
+        if not self.conn.closed:
+            self.conn.close()
+
+    def timer(self) -> None:
+        state = self.state
+        if state is OPEN:
+            keepalive.timer_handler(self)
+        elif state is CLOSING:
+            if self.conn.log.debug_enabled:
+                self.conn.log.debug("websocket close timed out")
+            self._finish()
+        else:
+            self._finish()
+
+    def shutdown(self) -> None:
+        """Worker exit: a 1001 close handshake, its first bytes handed to the kernel now."""
+        if self.state is OPEN:
+            self.close(1001, "server shutting down")
+            self.flush()
+
+
+# -- loop entry points --------------------------------------------------------------------------
+
+def ws_read_handler(ev) -> None:
+    conn = ev.data
+    session = conn.data
+    if ev.timedout:
+        ev.timedout = False
+        session.timer()
+        return
+    try:
+        data = conn.sock.recv(RECV_SIZE)
+    except (BlockingIOError, InterruptedError):
+        return
+    except ConnectionResetError as e:
+        conn.log.info("recv() failed (%d: %s)", e.errno, e.strerror)
+        session._finish(1006, "", "client")
+        return
+    except OSError as e:
+        conn.log.alert("recv() failed (%d: %s)", e.errno, e.strerror)
+        session._finish(1006, "", "client")
+        return
+    state = session.state
+    if not data:
+        if state is OPEN or state is CLOSING:
+            if conn.log.debug_enabled:
+                conn.log.debug("websocket client closed the connection without a close frame")
+        session._finish(1006, "", "client")
+        return
+    if state is LINGERING:
+        return
+    session.last_in = session.loc.loop.now_ms
+    session.ws.receive_data(data)
+    session._process()
+
+
+def ws_write_handler(ev) -> None:
+    session = ev.data.data
+    session.flush()

@@ -1,0 +1,322 @@
+"""Session over a real socketpair, driven by the real EventLoop on a fake clock."""
+
+import socket
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import given, settings, strategies as st
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+
+from ngxws.core.connection import ConnectionPool
+from ngxws.core.log import DEBUG, ErrorLog
+from ngxws.core.loop import Event, EventLoop
+from ngxws.websocket import session as session_mod
+from ngxws.websocket.handshake import Deflate, negotiate_deflate
+from ngxws.websocket.session import REGISTRY, Location, Session, State
+
+
+class Sink:
+    def __init__(self):
+        self.lines = []
+
+    def write(self, data):
+        self.lines.append(data.decode())
+
+    def text(self):
+        return "".join(self.lines)
+
+
+class Clock:
+    def __init__(self):
+        self.ms = 1_000_000
+
+    def __call__(self):
+        return self.ms * 1_000_000
+
+
+def conf(**kw):
+    base = dict(ping_interval=300000, idle_interval=360000, max_message_size=1 << 20,
+                send_buffer_size=64 * 1024, slow_client="reject")
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+class Harness:
+    def __init__(self, extensions=None, trailing=b"", **kw):
+        self.sink = Sink()
+        self.log = ErrorLog([(self.sink, DEBUG)])
+        self.clock = Clock()
+        self.loop = EventLoop(self.log, clock_ns=self.clock)
+        self.nudge = Event(lambda ev: None)
+        self.pool = ConnectionPool(self.loop, self.log, 100)
+        server_sock, self.peer = socket.socketpair()
+        server_sock.setblocking(False)
+        self.peer.settimeout(2)
+        self.conn = self.pool.get(server_sock, ("127.0.0.1", 5555))
+        self.loc = Location(conf(**kw), self.loop, self.log, "/ws")
+        self.loc.push_prefixes = ("127.0.0.1:9000", "[::1]:9000")
+        self.session = Session(self.loc)
+        client_ext = kw.pop("client_ext", None)
+        self.client = Connection(ConnectionType.CLIENT, client_ext)
+        self.session.attach(self.conn, b"HTTP/1.1 101 Switching Protocols\r\n\r\n", trailing,
+                            extensions)
+        self.head = b""
+
+    def spin(self, n=3):
+        for _ in range(n):
+            # A posted no-op keeps select() from blocking: the clock is ours.
+            self.loop.post(self.nudge)
+            self.loop.run_once()
+
+    def send(self, event):
+        self.peer.sendall(self.client.send(event))
+        self.spin()
+
+    def advance(self, ms):
+        self.clock.ms += ms
+        self.spin()
+
+    def events(self, want=1):
+        """Read from the peer until `want` whole events have arrived (or EOF)."""
+        got = []
+        partial = []
+        while len(got) < want:
+            self.spin(1)
+            try:
+                data = self.peer.recv(1 << 20)
+            except socket.timeout:
+                break
+            if not self.head:
+                head, _, data = data.partition(b"\r\n\r\n")
+                self.head = head + b"\r\n\r\n"
+            if not data:
+                self.client.receive_data(None)
+                got.extend(self.client.events())
+                break
+            self.client.receive_data(data)
+            for ev in self.client.events():
+                if isinstance(ev, (TextMessage, BytesMessage)) and not ev.message_finished:
+                    partial.append(ev.data)
+                    continue
+                if partial:
+                    partial.append(ev.data)
+                    ev = type(ev)("".join(partial) if isinstance(ev.data, str) else b"".join(partial))
+                    partial = []
+                got.append(ev)
+        return got
+
+
+@pytest.fixture(autouse=True)
+def clean_registry():
+    REGISTRY.clear()
+    yield
+    REGISTRY.clear()
+
+
+def test_first_message_is_push_urls():
+    h = Harness()
+    (ev,) = h.events()
+    assert h.head.startswith(b"HTTP/1.1 101")
+    sid = h.session.id
+    assert ev.data == "http://%s@127.0.0.1:9000/ws,http://%s@[::1]:9000/ws" % (sid, sid)
+    assert len(sid) >= 22 and REGISTRY[sid] is h.session
+
+
+def test_ids_are_unique_and_not_fds():
+    loc = Location(conf(), None)
+    ids = {Session(loc).id for _ in range(10000)}
+    assert len(ids) == 10000
+    assert all(not i.isdigit() for i in ids)
+
+
+def test_echo_text_binary_fragmented():
+    h = Harness()
+    h.events()
+    h.send(TextMessage("hello"))
+    h.send(BytesMessage(b"\x00\x01"))
+    h.send(TextMessage("frag", message_finished=False))
+    h.send(TextMessage("ment", message_finished=True))
+    evs = h.events(3)
+    assert [(type(e), e.data) for e in evs] == [(TextMessage, "hello"), (BytesMessage, b"\x00\x01"),
+                                                 (TextMessage, "fragment")]
+
+
+def test_bytes_with_the_request_head_are_not_lost():
+    client = Connection(ConnectionType.CLIENT)
+    early = client.send(TextMessage("early"))
+    h = Harness(trailing=early)
+    evs = h.events(2)
+    assert evs[1].data == "early"
+
+
+def test_ping_answered():
+    h = Harness()
+    h.events()
+    h.send(Ping(b"abc"))
+    (ev,) = h.events()
+    assert isinstance(ev, Pong) and ev.payload == b"abc"
+    assert "websocket ping received" in h.sink.text()
+
+
+def test_client_close_is_answered_and_tcp_closed():
+    h = Harness()
+    h.events()
+    sid = h.session.id
+    h.send(CloseConnection(code=1000, reason="bye"))
+    evs = h.events(2)
+    assert isinstance(evs[0], CloseConnection) and evs[0].code == 1000
+    assert sid not in REGISTRY
+    assert h.peer.recv(10) == b""           # our FIN
+    h.peer.close()
+    h.spin()
+    assert h.conn.closed and h.session.state is State.CLOSED
+    assert 'close code=1000 reason="bye" by client' in h.sink.text()
+
+
+def test_oversize_message_closed_with_1009():
+    h = Harness(max_message_size=100)
+    h.events()
+    h.send(TextMessage("é" * 60))      # 60 characters, 120 bytes
+    (ev,) = h.events()
+    assert isinstance(ev, CloseConnection) and ev.code == 1009
+    h.peer.sendall(h.client.send(CloseConnection(code=1009)))
+    h.spin()
+    assert h.peer.recv(10) == b""
+
+
+def test_oversize_fragmented_message():
+    h = Harness(max_message_size=100)
+    h.events()
+    for _ in range(3):
+        h.send(BytesMessage(b"x" * 40, message_finished=False))
+    (ev,) = h.events()
+    assert isinstance(ev, CloseConnection) and ev.code == 1009
+
+
+def test_bad_frame_fails_connection():
+    h = Harness()
+    h.events()
+    h.peer.sendall(b"\x8f\x80\x00\x00\x00\x00")   # opcode 0xF, masked
+    (ev,) = h.events()
+    assert isinstance(ev, CloseConnection) and ev.code == 1002
+    assert h.peer.recv(10) == b""
+
+
+def test_ping_then_idle_close_then_drop():
+    h = Harness(ping_interval=1000, idle_interval=3000)
+    h.events()
+    h.advance(1000)
+    (ev,) = h.events()
+    assert isinstance(ev, Ping)
+    # Our pushes do not keep a silent client alive.
+    assert h.session.push("x") == 204
+    h.advance(1000)
+    evs = h.events(2)
+    assert isinstance(evs[0], TextMessage) and isinstance(evs[1], Ping)
+    h.advance(1000)
+    (ev,) = h.events()
+    assert isinstance(ev, CloseConnection) and ev.code == 1001
+    assert h.session.state is State.CLOSING
+    h.advance(session_mod.CLOSE_TIMEOUT)
+    assert h.conn.closed
+    text = h.sink.text()
+    assert "websocket ping sent" in text and "websocket idle timeout" in text
+    assert "close timed out" in text
+
+
+def test_pong_resets_idle():
+    h = Harness(ping_interval=1000, idle_interval=1500)
+    h.events()
+    for _ in range(5):
+        h.advance(1000)
+        (ev,) = h.events()
+        assert isinstance(ev, Ping)
+        h.send(Pong(ev.payload))
+    assert h.session.state is State.OPEN
+
+
+def test_push_and_slow_client():
+    h = Harness(send_buffer_size=10000)
+    h.events()
+    h.conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    statuses = [h.session.push("y" * 1000) for _ in range(5000)]
+    h.spin()
+    # The queue reached the mark, then pushes were refused; never more than one message over.
+    assert statuses.count(429) > 0
+    assert h.session.queued <= 10000 + 1010
+    got = h.events(statuses.count(204))
+    assert len(got) == statuses.count(204)
+
+
+def test_slow_client_close_policy():
+    h = Harness(send_buffer_size=1000, slow_client="close")
+    h.events()
+    statuses = [h.session.push("z" * 600) for _ in range(3)]
+    assert statuses == [204, 204, 429]
+    assert h.session.state is State.CLOSING
+
+
+def test_upstream_hooks():
+    calls = []
+
+    class Up:
+        def on_message(self, session, event):
+            calls.append(("msg", type(event).__name__, event.data))
+            session.send_text("from backend")
+
+        def on_close(self, session, code, reason):
+            calls.append(("close", code))
+
+    h = Harness()
+    h.session.upstream = Up()
+    h.events()
+    h.send(TextMessage("up"))
+    (ev,) = h.events()
+    assert ev.data == "from backend"
+    h.send(CloseConnection(code=1000))
+    assert calls == [("msg", "TextMessage", "up"), ("close", 1000)]
+
+
+def test_shutdown_sends_1001():
+    h = Harness()
+    h.events()
+    h.session.shutdown()
+    (ev,) = h.events()
+    assert isinstance(ev, CloseConnection) and ev.code == 1001
+
+
+def test_deflate_session():
+    from wsproto.extensions import PerMessageDeflate
+    ext, answer = negotiate_deflate([(b"sec-websocket-extensions", b"permessage-deflate")], 1 << 20)
+    client_ext = PerMessageDeflate()
+    client_ext.finalize(answer.decode())
+    h = Harness(extensions=[ext], client_ext=[client_ext])
+    h.events()
+    for i in range(3):
+        h.send(TextMessage("compress me " * 100))
+        (ev,) = h.events()
+        assert ev.data == "compress me " * 100
+    assert isinstance(ext, Deflate) and ext._compressor is None and ext._decompressor is None
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.one_of(st.text(max_size=300), st.binary(max_size=300)), min_size=1,
+                max_size=5),
+       st.lists(st.integers(min_value=1, max_value=50), min_size=1, max_size=20))
+def test_split_anywhere(messages, cuts):
+    REGISTRY.clear()
+    h = Harness()
+    h.events()
+    wire = b"".join(h.client.send(TextMessage(m) if isinstance(m, str) else BytesMessage(m))
+                    for m in messages)
+    pos = 0
+    for cut in cuts:
+        h.peer.sendall(wire[pos:pos + cut])
+        pos += cut
+        h.spin(1)
+    h.peer.sendall(wire[pos:])
+    got = h.events(len(messages))
+    assert [e.data for e in got] == messages
+    h.peer.close()
+    h.spin()
