@@ -47,7 +47,7 @@ from wsproto.events import TextMessage
 from ..core.directives import (UNSET, Args, ConfigError, Ctx, Directive, Slot, merge, parse_size,
                                set_msec, set_num)
 from ..core.loop import Event
-from ..http.client import HttpClient, URLError, parse_url
+from ..http.client import HttpClient, URLError, header_block, parse_url
 from ..http.module import HttpModule
 from . import wsoh
 from .wsoh import BINARY, CLOSE, CONTENT_TYPE_BYTES, DISCONNECT, OPEN, PING, PONG, TEXT, EventsError
@@ -114,11 +114,14 @@ def _set_pass(cf, node, conf):
 
 def _set_header(cf, node, conf):
     name, value = node.args
-    if not name or any(c in name for c in ' \t:\r\n') or any(c in value for c in "\r\n"):
-        raise ConfigError('invalid header "%s" in "websocket_pass_header" directive' % name)
+    pair = (name.lower().encode("latin-1", "replace"), value.encode("latin-1", "replace"))
+    try:
+        header_block([pair])
+    except ValueError:
+        raise ConfigError('invalid header "%s" in "websocket_pass_header" directive' % name) from None
     if conf.headers is UNSET:
         conf.headers = []
-    conf.headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+    conf.headers.append(pair)
 
 
 def _set_queue_size(cf, node, conf):
@@ -163,7 +166,7 @@ class UpstreamModule(HttpModule):
         if child.url is UNSET:
             child.url = None
         url = child.url
-        merge(child, parent, connect_timeout=60_000, read_timeout=60_000, keepalive=16,
+        merge(child, parent, connect_timeout=60_000, read_timeout=60_000, keepalive=64,
               queue_size=256 * 1024, headers=[])
         child.url = url
         return child
@@ -226,7 +229,7 @@ def create(session, request):
 
 
 class UpstreamSession:
-    __slots__ = ("conf", "session", "state", "pending", "req", "body", "meta", "headers",
+    __slots__ = ("conf", "session", "state", "pending", "req", "body", "meta", "meta_block", "headers",
                  "target", "retries", "retry_ev", "accept", "refuse", "log", "offered")
 
     def __init__(self, conf, session, request):
@@ -240,6 +243,8 @@ class UpstreamSession:
         self.body = None
         #: {lower-case bytes name: bytes value} bound by Set-Meta-*, None while empty
         self.meta = None
+        #: the Meta-* header lines of ``meta``
+        self.meta_block = b""
         self.retries = 0
         self.retry_ev = None
         self.accept = None
@@ -261,8 +266,9 @@ class UpstreamSession:
         if push_urls:
             headers.append((PUSH_URL_HEADER, push_urls.encode("latin-1")))
         headers.extend(conf.headers)
-        #: sent with every request, built once
-        self.headers = headers
+        #: the header lines sent with every request, serialised once: the client's headers were
+        #: checked by the HTTP parser, the configured ones when the configuration was read
+        self.headers = b"".join([n + b": " + v + b"\r\n" for n, v in headers])
         #: subprotocols the client offered, to check the backend's choice
         self.offered = request.header(b"sec-websocket-protocol")
 
@@ -356,10 +362,9 @@ class UpstreamSession:
         self._request()
 
     def _request(self):
-        meta = self.meta
         headers = self.headers
-        if meta:
-            headers = headers + [(b"meta-" + n, v) for n, v in meta.items()]
+        if self.meta_block:
+            headers += self.meta_block
         self.req = self._client().request(b"POST", self.target, headers, self.body,
                                           _response_handler, self, self.log)
 
@@ -442,6 +447,7 @@ class UpstreamSession:
         else:
             events = ()
 
+        changed = False
         for n, v in headers:
             if n.startswith(b"set-meta-") and len(n) > 9:
                 meta = self.meta
@@ -451,6 +457,11 @@ class UpstreamSession:
                     meta[n[9:]] = v
                 else:
                     meta.pop(n[9:], None)
+                changed = True
+        if changed:
+            # values come from h11's parse of the answer: valid header values already
+            self.meta_block = b"".join([b"meta-" + n + b": " + v + b"\r\n"
+                                        for n, v in self.meta.items()])
 
         if state is OPENING:
             if not events or events[0][0] is not OPEN:

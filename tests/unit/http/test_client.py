@@ -400,3 +400,30 @@ def test_parse_url_errors(url, message):
     with pytest.raises(URLError) as exc:
         parse_url(url, resolve=resolver)
     assert str(exc.value) == message
+
+
+def test_header_block():
+    from ngxws.http.client import header_block
+    assert header_block([(b"x-a", b"1"), (b"cookie", b"a=b; c=d")]) == b"x-a: 1\r\ncookie: a=b; c=d\r\n"
+    for bad in [(b"x a", b"1"), (b"x:a", b"1"), (b"", b"1"), (b"x", b"a\r\nb"), (b"x", b"\x00")]:
+        with pytest.raises(ValueError):
+            header_block([bad])
+
+
+def test_bad_header_or_target_is_reported_not_sent(env, server):
+    client = env.client("http://127.0.0.1:%d/" % server.server_address[1])
+    done, handler = collect()
+    client.request(b"POST", b"/", [(b"x", b"a\r\nInjected: 1")], b"", handler)
+    client.request(b"POST", b"/a b", [], b"", handler)
+    assert done == []
+    env.run_until(lambda: len(done) == 2)
+    assert [r.error.split(":")[0] for r in done] == ["invalid request to upstream"] * 2
+    assert server.requests == []
+
+
+def test_trusted_header_block(env, server):
+    client = env.client("http://127.0.0.1:%d/" % server.server_address[1])
+    done, handler = collect()
+    client.request(b"POST", b"/", b"x-test: block\r\n", b"b", handler)
+    env.run_until(lambda: done)
+    assert done[0].header(b"x-echo") == b"block"

@@ -371,7 +371,7 @@ def test_conf_merge_defaults():
     UpstreamModule().merge_loc_conf(parent, child)
     assert child.url is None
     assert child.connect_timeout == 60_000 and child.read_timeout == 60_000
-    assert child.keepalive == 16 and child.queue_size == 256 * 1024 and child.headers == []
+    assert child.keepalive == 64 and child.queue_size == 256 * 1024 and child.headers == []
 
 
 EV = [("Content-Type", "application/websocket-events")]
