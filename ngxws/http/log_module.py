@@ -402,7 +402,11 @@ def _register(cf, buf):
 
 def log_request(r):
     """Write the access log lines of a finished request (nginx's log phase)."""
-    conf = r.loc_conf(module)
+    try:
+        conf = r.loc_conf(module)
+    except AttributeError:
+        # no location at all (a request given up before a server was known)
+        return
     if conf is None or conf.off:
         return
     for log in conf.logs:

@@ -172,6 +172,9 @@ _HOSTNAME = conf_text(socket.gethostname())
 # -- request line ------------------------------------------------------------------
 
 def _http_version(r):
+    if not getattr(r, "method", None):
+        # the request line was never parsed (414, a bad method): nginx logs "-"
+        return None
     v = text(getattr(r, "http_version", None))
     if not v:
         return None
@@ -200,7 +203,16 @@ def _request_method(r):
 
 
 def _request_uri(r):
-    return text(getattr(r, "target", None)) or None
+    target = text(getattr(r, "target", None))
+    if not target:
+        return None
+    if target[0] != "/":
+        # absolute form: nginx's $request_uri is the part from the path on
+        i = target.find("://")
+        if i > 0:
+            j = target.find("/", i + 3)
+            return target[j:] if j > 0 else "/"
+    return target
 
 
 def _uri(r):
@@ -220,7 +232,11 @@ def _scheme(r):
 
 
 def _status(r):
-    return "%03d" % (getattr(r, "status", 0) or 0)
+    status = getattr(r, "status", 0) or 0
+    if status == 494:
+        # "request header too large" goes out, and is logged, as 400
+        status = 400
+    return "%03d" % status
 
 
 def _body_bytes_sent(r):
@@ -258,7 +274,8 @@ def _server_name(r):
 
 
 def _host(r):
-    host = header_value(r, b"host")
+    # the absolute URI's host wins over the Host header (http/request.py's Head.host)
+    host = text(getattr(getattr(r, "head", None), "host", None)) or header_value(r, b"host")
     if host:
         # nginx keeps the Host header's name, lower-cased, without the port.
         if host.startswith("["):

@@ -281,3 +281,25 @@ def test_values_are_one_byte_per_character():
     r = FakeRequest(srv_conf=Srv(), headers=[(b"x-a", b"\xc3\xa9")])
     out = compile_complex("\u00e9 $server_name $http_x_a")(r)
     assert out.encode("latin-1") == b"\xc3\xa9 b\xc3\xbccher.test \xc3\xa9"
+
+
+# the cases below were read off nginx 1.22 with a '$request|$status|...' format
+
+def test_absolute_form_target():
+    class Head:
+        host = "abs.example"
+        request_line = "GET http://abs.example/r?z=1 HTTP/1.1"
+        length = 69
+    r = FakeRequest(target=b"http://abs.example/r?z=1", args=b"z=1", head=Head(),
+                    headers=[(b"host", b"h")])
+    assert v("request_uri", r) == "/r?z=1"
+    assert v("host", r) == "abs.example"
+    assert v("request_uri", FakeRequest(target=b"http://abs.example")) == "/"
+
+
+def test_494_is_logged_as_400():
+    assert v("status", FakeRequest(status=494)) == "400"
+
+
+def test_unparsed_request_line_has_no_protocol():
+    assert v("server_protocol", FakeRequest(method="", http_version=b"1.1")) is None
