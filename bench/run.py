@@ -168,8 +168,9 @@ def merge(parts: list[dict]) -> dict:
 
 
 def run_one(workload: str, label: str, duration: float = 10.0, scale: float = 1.0,
-            target_opts: dict | None = None) -> dict:
-    """One workload against one target; returns the result record (also on failure: ok False)."""
+            target_opts: dict | None = None, on_go=None) -> dict:
+    """One workload against one target; returns the result record (also on failure: ok False).
+    on_go(target, server_pids), if given, is called when the measured window opens (profilers)."""
     w = WORKLOADS[workload]
     opts = {**w.get("opts", {}), **(target_opts or {})}
     t = targets.make(label, **opts)
@@ -213,6 +214,8 @@ def run_one(workload: str, label: str, duration: float = 10.0, scale: float = 1.
         meter = proc.CpuMeter({"server": server, "loadgen": gens.pids})
         gens.send("GO")
         meter.start()
+        if on_go is not None:
+            on_go(t, server)
         if kind == "hold":
             hold = w["hold"] if scale >= 1 else min(w["hold"], duration)
             t0 = time.monotonic()
