@@ -20,7 +20,9 @@ client (http/client.py), one POST at a time:
 - ACTIVE: one request in flight per client.  Client messages that arrive meanwhile are encoded
   at once into ``pending`` (one bytearray, no per-message object) and leave together in the next
   request, so order holds and a chatty client costs one request per round trip.  ``pending`` is
-  bounded by ``websocket_pass_queue_size``: over it, the client is closed with 1008.
+  bounded by ``websocket_pass_queue_size``: over it, the client is closed with 1008.  While the
+  client does not read (its send queue is over ``websocket_send_buffer``) no request is sent,
+  so answers cannot pile up either.
 - Every answer may carry ``Set-Meta-X: v``, which binds ``Meta-X: v`` to all later requests
   (an empty value unbinds), and events for the client: TEXT, BINARY, PING (sent to the client),
   CLOSE (a close handshake with its code), DISCONNECT (dropped at once).  PONG is ignored: the
@@ -64,6 +66,8 @@ PUSH_URL_HEADER = b"push-url"
 RETRY_MAX = 3
 RETRY_DELAY = 100
 RETRY_JITTER = 50
+#: how often a client that does not read its answers is checked again, ms
+CLIENT_WAIT = 50
 #: bytes of a refusing answer's body relayed to the client (Pushpin's bound)
 REFUSE_BODY_MAX = 100_000
 
@@ -377,6 +381,19 @@ class UpstreamSession:
         self.state = CLOSING
         self.session.close(1008, "upstream queue full")
 
+    def _client_slow(self):
+        """The client is not reading the answers: its send queue is over websocket_send_buffer."""
+        session = self.session
+        loc = getattr(session, "loc", None)
+        return loc is not None and session.queued > loc.send_buffer_size
+
+    def _wait_for_client(self):
+        # Back-pressure: no new request (so no new answers) until the client reads; meanwhile
+        # its messages wait in `pending`, which websocket_pass_queue_size bounds.
+        ev = Event(_retry_handler, self)
+        self.retry_ev = ev
+        self._client().loop.add_timer(ev, CLIENT_WAIT)
+
     def _retry(self, error):
         self.retries += 1
         delay = (RETRY_DELAY << (self.retries - 1)) + random.randrange(RETRY_JITTER)
@@ -493,7 +510,10 @@ class UpstreamSession:
                 self._overflow()
                 return
             if self.pending:
-                self._send()
+                if self._client_slow():
+                    self._wait_for_client()
+                else:
+                    self._send()
         elif self.state is CLOSING and self.pending:
             self._send()
 
@@ -564,7 +584,10 @@ def _retry_handler(ev):
     us.retry_ev = None
     if us.state is DONE:
         return
-    if us.body is None:
-        us._send()
-    else:
+    if us.body is not None:
         us._request()
+    elif us.pending:
+        if us.state is ACTIVE and us._client_slow():
+            us._wait_for_client()
+        else:
+            us._send()

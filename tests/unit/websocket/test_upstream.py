@@ -460,3 +460,28 @@ def test_shutdown_closes_idle_and_waits_for_busy(env, backend):
     assert module.shutdown(None, True) is True
     env.run_until(lambda: len(session.sent) == 2)
     assert module.shutdown(None, True) is False
+
+
+def test_client_that_does_not_read_holds_requests_back(env, backend):
+    class Loc:
+        send_buffer_size = 100
+
+    conf = make_conf("http://127.0.0.1:%d/" % backend.server_address[1], queue_size=2000)
+    session, us, _ = open_session(env, conf)
+    session.loc = Loc()
+    session.queued = 500           # the client is not reading
+    us.on_message(session, TextMessage(data="a"))
+    us.on_message(session, TextMessage(data="b"))
+    env.run_until(lambda: len(session.sent) == 2)    # "a" was in flight already
+    deadline = time.monotonic() + 0.3
+    env.run_until(lambda: time.monotonic() > deadline)
+    assert len(backend.seen) == 2, "no request while the client does not read"
+    session.queued = 0
+    env.run_until(lambda: len(session.sent) == 3)
+    assert session.sent[1:] == ["echo:a", "echo:b"]
+    session.queued = 500
+    for i in range(30):
+        us.on_message(session, TextMessage(data="x" * 100))
+    assert session.closed is None or session.closed[0] == 1008
+    env.run_until(lambda: session.closed)
+    assert session.closed == (1008, "upstream queue full")
