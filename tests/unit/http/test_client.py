@@ -319,6 +319,7 @@ def test_stale_keepalive_connection_is_retried_once(env):
     assert [r.status for r in done] == [200, 200]
     assert [r.error for r in done] == [None, None]
     assert len(served) == 2
+    assert done[1]._reused_retry, "the second request went out on the dead pooled connection first"
     ls.close()
 
 
