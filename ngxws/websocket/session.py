@@ -46,6 +46,11 @@ from wsproto.events import (BytesMessage, CloseConnection, Ping, Pong, TextMessa
 
 from . import keepalive
 
+try:
+    from ..http.stub_status import stats as _stats
+except ImportError:     # pragma: no cover - stub_status is optional
+    _stats = None
+
 #: how long we wait for the peer's Close after sending ours
 CLOSE_TIMEOUT = 5000
 #: how long we read and discard after shutting our write side
@@ -160,7 +165,8 @@ class Session:
         now = loop.now_ms
         self.last_in = now
         self.last_ping = now
-        self._queue(response)
+        if response:
+            self._queue(response)
         if loc.push_prefixes:
             self._queue(self.ws.send(TextMessage(data=self.push_urls)))
         loop.update(conn, True, False)
@@ -194,6 +200,10 @@ class Session:
 
     send_text = send_message
     send_bytes = send_message
+
+    def send_ping(self, payload: bytes = b"") -> None:
+        if self.ws.state is _OPEN:
+            self._queue(self.ws.send(Ping(payload=bytes(payload[:125]))))
 
     def push(self, data) -> int:
         """A push for this client: the HTTP status to answer (204, 404 or 429)."""
@@ -277,6 +287,9 @@ class Session:
                     self._queue(ws.send(Pong(payload=event.payload)))
                 if self.conn.log.debug_enabled:
                     self.conn.log.debug("websocket ping received, %d bytes", len(event.payload))
+                upstream = self.upstream
+                if upstream is not None and hasattr(upstream, "on_ping"):
+                    upstream.on_ping(self, event.payload)
             elif cls is Pong:
                 if self.conn.log.debug_enabled:
                     self.conn.log.debug("websocket pong received")
@@ -432,8 +445,15 @@ class Session:
         self.state = CLOSED
         self.out = None
         self.queued = 0
-        if not self.conn.closed:
-            self.conn.close()
+        conn = self.conn
+        if not conn.closed:
+            if _stats is not None:
+                _stats.set_state(conn, None)
+            conn.close()
+
+    def abort(self) -> None:
+        """Drop the client now, without a close frame (an upstream's DISCONNECT)."""
+        self._finish(1006, "", "server")
 
     def timer(self) -> None:
         state = self.state
