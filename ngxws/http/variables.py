@@ -303,21 +303,28 @@ def _remote_user(r):
 
 # -- headers, cookies, args --------------------------------------------------------
 
-def header_value(r, name):
-    """The request header ``name`` (lower-case bytes) as text; several are joined.
+_JOINED = {b"cookie": "; ", b"x-forwarded-for": ", "}
 
-    nginx 1.23's rule: repeated headers join with ", ", cookies with "; ".
+
+def header_value(r, name):
+    """The request header ``name`` (lower-case bytes) as text.
+
+    nginx 1.22's rule: the first of repeated headers, except Cookie (joined
+    with "; ") and X-Forwarded-For (joined with ", ").
     """
     headers = getattr(r, "headers", None)
     if not headers:
         return None
+    sep = _JOINED.get(name)
+    if sep is None:
+        for k, v in headers:
+            if k == name:
+                return text(v)
+        return None
     found = None
     for k, v in headers:
         if k == name:
-            if found is None:
-                found = text(v)
-            else:
-                found += ("; " if name == b"cookie" else ", ") + text(v)
+            found = text(v) if found is None else found + sep + text(v)
     return found
 
 

@@ -90,10 +90,10 @@ def read_file(path):
         return b""
 
 
-def drive(port, log_path):
-    for i, data in enumerate(REQUESTS):
+def drive(port, log_path, requests=REQUESTS, lines=len(NGINX_LINES)):
+    for data in requests:
         exchange(port, data)
-    wait_for(lambda: read_file(log_path).count(b"\n") >= len(NGINX_LINES), 10, what="access log lines")
+    wait_for(lambda: read_file(log_path).count(b"\n") >= lines, 10, what="access log lines")
     return normalise(read_file(log_path))
 
 
@@ -103,7 +103,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def run_nginx(tmp_path):
+def run_nginx(tmp_path, http_main="access_log logs/access.log;", server=LOG_SERVER, requests=REQUESTS,
+              lines=len(NGINX_LINES), log="access.log"):
     """Real nginx on an ephemeral port with the same server; its access log lines."""
     prefix = tmp_path / "nginx"
     (prefix / "logs").mkdir(parents=True)
@@ -111,9 +112,9 @@ def run_nginx(tmp_path):
         port = free_port()
         conf = prefix / "nginx.conf"
         conf.write_text("worker_processes 1;\nerror_log logs/error.log;\npid logs/nginx.pid;\n"
-                        "events {}\nhttp {\n    access_log logs/access.log;\n%s\n}\n" % (LOG_SERVER % port))
+                        "events {}\nhttp {\n    %s\n%s\n}\n" % (http_main, server % port))
         proc = subprocess.Popen(["nginx", "-p", str(prefix) + "/", "-c", str(conf), "-g", "daemon off;"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             def up():
                 if proc.poll() is not None:
@@ -125,7 +126,7 @@ def run_nginx(tmp_path):
                     return None
             if wait_for(up, 10, what="nginx up") == "exited":
                 continue     # the port was taken meanwhile: try another
-            return drive(port, str(prefix / "logs" / "access.log"))
+            return drive(port, str(prefix / "logs" / log), requests, lines)
         finally:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGQUIT)
@@ -143,6 +144,62 @@ def test_combined_lines_match_nginx_byte_for_byte(ngxws_server, tmp_path):
     assert lines == NGINX_LINES
     if shutil.which("nginx"):
         assert lines == run_nginx(tmp_path)
+
+
+VARS_FORMAT = ("log_format t '$request|$status|$body_bytes_sent|$request_method|$request_uri|$uri|$args|"
+               "$is_args|$host|$server_protocol|$request_length|$bytes_sent|$connection_requests|"
+               "$remote_user|$arg_a|$cookie_c|$http_x_y|$content_length|$content_type';\n"
+               "access_log logs/t.log t;")
+
+VARS_SERVER = """
+    server {
+        listen 127.0.0.1:%s;
+        server_tokens off;
+        client_max_body_size 10;
+        location /r { return 200 "u=$uri a=$args\\n"; }
+        location /s { stub_status; }
+        location / { return 204; }
+    }
+"""
+
+VARS_REQUESTS = [
+    b"POST /r HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\nContent-Type: text/x\r\nConnection: close\r\n\r\n"
+    + b"x" * 100,
+    b"POST /s HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    b"HEAD /r?q HTTP/1.1\r\nHost: H.Example.COM:99\r\nConnection: close\r\n\r\n",
+    b"GET http://abs.example/r?z=1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    b"GET /r/../r/./x%41 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    b"\r\nGET / HTTP/1.1\nHost: h\nConnection: close\n\n",
+    b"get / HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /r?a=1&b=2&A=3 HTTP/1.1\r\nHost: h\r\nCookie: d=1; c=2\r\nX-Y: 1\r\nX-Y: 2\r\n"
+    b"Authorization: Basic dTpw\r\nConnection: close\r\n\r\n",
+    b"GET /r HTTP/1.1\r\nHost: h\r\n\r\nGET /r?a HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+]
+
+# nginx 1.22's lines for VARS_REQUESTS
+VARS_NGINX = [
+    b"POST /r HTTP/1.1|413|176|POST|/r|/r|-||h|HTTP/1.1|91|334|1|-|-|-|-|100|text/x",
+    b"POST /s HTTP/1.1|405|150|POST|/s|/s|-||h|HTTP/1.1|67|295|1|-|-|-|-|0|-",
+    b"HEAD /r?q HTTP/1.1|200|0|HEAD|/r?q|/r|q|?|h.example.com|HTTP/1.1|65|135|1|-|-|-|-|-|-",
+    b"GET http://abs.example/r?z=1 HTTP/1.1|200|11|GET|/r?z=1|/r|z=1|?|abs.example|HTTP/1.1|69|147|1"
+    b"|-|-|-|-|-|-",
+    b"GET /r/../r/./x%41 HTTP/1.1|200|11|GET|/r/../r/./x%41|/r/xA|-||h|HTTP/1.1|59|147|1|-|-|-|-|-|-",
+    b"GET / HTTP/1.1|204|0|GET|/|/|-||h|HTTP/1.1|42|98|1|-|-|-|-|-|-",
+    b"get / HTTP/1.1|400|150|-|-|-|-|||-|0|295|1|-|-|-|-|-|-",
+    # a repeated header: nginx 1.22 gives the first (cookies and X-Forwarded-For are joined)
+    b"GET /r?a=1&b=2&A=3 HTTP/1.1|200|19|GET|/r?a=1&b=2&A=3|/r|a=1&b=2&A=3|?|h|HTTP/1.1|120|155|1|u|1|2"
+    b"|1|-|-",
+    b"GET /r HTTP/1.1|200|8|GET|/r|/r|-||h|HTTP/1.1|28|148|1|-|-|-|-|-|-",
+    b"GET /r?a HTTP/1.1|200|9|GET|/r?a|/r|a|?|h|HTTP/1.1|49|144|2|-|-|-|-|-|-",
+]
+
+
+def test_variables_match_nginx(ngxws_server, tmp_path):
+    srv = ngxws_server(http=VARS_SERVER % 0, http_main=VARS_FORMAT)
+    lines = drive(srv.port(), os.path.join(srv.prefix, "logs", "t.log"), VARS_REQUESTS, len(VARS_NGINX))
+    if shutil.which("nginx"):
+        assert run_nginx(tmp_path, VARS_FORMAT, VARS_SERVER, VARS_REQUESTS, len(VARS_NGINX), "t.log") == VARS_NGINX
+    assert lines == VARS_NGINX
 
 
 def test_buffered_log_is_flushed_by_the_timer(ngxws_server):

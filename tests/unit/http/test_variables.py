@@ -192,6 +192,8 @@ def test_repeated_headers_join():
     r = FakeRequest(headers=[(b"x-forwarded-for", b"1.1.1.1"), (b"x-forwarded-for", b"2.2.2.2"),
                              (b"cookie", b"a=1"), (b"cookie", b"b=2")])
     assert v("http_x_forwarded_for", r) == "1.1.1.1, 2.2.2.2"
+    r2 = FakeRequest(headers=[(b"x-y", b"1"), (b"x-y", b"2")])
+    assert v("http_x_y", r2) == "1"        # nginx 1.22: the first
     assert v("http_cookie", r) == "a=1; b=2"
     assert v("cookie_b", r) == "2"
 
