@@ -177,3 +177,24 @@ def test_connections_variables():
     for name in ("connections_active", "connections_reading", "connections_writing",
                  "connections_waiting"):
         assert get_variable(name)(None).isdigit()
+
+
+def test_init_process_takes_the_worker_slot(monkeypatch, s):
+    monkeypatch.setattr(stub_status, "stats", s)
+    said = []
+
+    class Log:
+        def warn(self, fmt, *args):
+            said.append(fmt % args)
+
+    class Cycle:
+        worker_slot = 3
+        log = Log()
+    stub_status.StubStatusModule().init_process(Cycle())
+    s.on_accept()
+    assert s.view[3 * FIELDS] == 1 and not said
+    Cycle.worker_slot = SLOTS + 2
+    stub_status.StubStatusModule().init_process(Cycle())
+    s.on_accept()
+    assert s.view[2 * FIELDS] == 1
+    assert said == ["worker slot %d is past the %d stub_status slots, counts may be off" % (SLOTS + 2, SLOTS)]
