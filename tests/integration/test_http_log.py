@@ -308,7 +308,9 @@ def test_stub_status_counts_across_two_workers(ngxws_server):
                 break
             k += 1
             time.sleep(0.02)
-        assert got == want, (got, want)
+        names = ("active", "accepts", "handled", "requests", "reading", "writing", "waiting")
+        assert got == want, "stub_status differs: %s (nginx counts a request at its first byte)" % ", ".join(
+            "%s %d, expected %d" % (n, g, w) for n, g, w in zip(names, got, want) if g != w)
     finally:
         for s in held:
             s.close()
