@@ -174,7 +174,7 @@ class ClientRequest:
         self.data = data
         self.log = log
         self.status = 0
-        #: [(lower-case bytes name, bytes value)]
+        #: h11 Headers: iterates as [(lower-case bytes name, bytes value)]; raw_items() keeps the case
         self.response_headers = None
         self.response_body = b""
         #: None, or what went wrong, in nginx's words ("connect() failed (111: ...) while ...")

@@ -437,10 +437,13 @@ class UpstreamSession:
                               status, name)
                 body = req.response_body[:REFUSE_BODY_MAX]
                 ctype = req.header(b"content-type")
-                out = [(n, v) for n, v in headers
-                       if n not in _NOT_IN_REFUSAL and not n.startswith(b"set-meta-")]
+                out = []
+                for raw, v in _raw(headers):
+                    n = raw.lower()
+                    if n not in _NOT_IN_REFUSAL and not n.startswith(b"set-meta-"):
+                        out.append((raw, v))
                 if ctype is not None and body:
-                    out.append((b"content-type", ctype))
+                    out.append((b"Content-Type", ctype))
                 self._call_refuse(status, out, body)
                 return
             if status >= 500:
@@ -486,11 +489,12 @@ class UpstreamSession:
                 return
             subprotocol = None
             extra = []
-            for n, v in headers:
+            for raw, v in _raw(headers):
+                n = raw.lower()
                 if n == b"sec-websocket-protocol":
                     subprotocol = v.strip()
                 elif n not in _NOT_IN_101 and not n.startswith(b"set-meta-"):
-                    extra.append((n, v))
+                    extra.append((raw, v))
             if subprotocol is not None and not self._offered(subprotocol):
                 self._fail('upstream chose subprotocol "%s" the client did not offer'
                            % subprotocol.decode("latin-1"), 502)
@@ -573,6 +577,12 @@ class UpstreamSession:
         self.accept = self.refuse = None
         if refuse is not None:
             refuse(status, headers, body)
+
+
+def _raw(headers):
+    """Header pairs with the backend's spelling of the names, for relaying them (h11 Headers)."""
+    raw_items = getattr(headers, "raw_items", None)
+    return raw_items() if raw_items is not None else headers
 
 
 def _response_handler(req):

@@ -230,8 +230,8 @@ def test_open_accepted(env, backend):
     kind, headers, subprotocol = result
     assert kind == "accept"
     assert subprotocol == b"chat"
-    assert (b"x-backend", b"yes") in headers
-    names = [n for n, _ in headers]
+    assert (b"X-Backend", b"yes") in headers
+    names = [n.lower() for n, _ in headers]
     assert b"set-meta-user" not in names and b"content-type" not in names
     assert session.sent == ["welcome alice"]
     assert us.state is up.ACTIVE
@@ -256,7 +256,7 @@ def test_open_refused(env, backend):
     assert result[0] == "refuse"
     assert result[1] == 403
     assert result[3] == b"forbidden"
-    assert (b"content-type", b"text/plain") in result[2]
+    assert (b"Content-Type", b"text/plain") in result[2]
     assert us.state is up.DONE
 
 
