@@ -458,12 +458,16 @@ class HttpLogModule(HttpModule):
 
     def merge_loc_conf(self, parent, child):
         if child.logs is UNSET:
-            if parent.logs is not UNSET:
+            if parent is not None and parent.logs is not UNSET:
                 child.logs = parent.logs
                 child.off = parent.off
             else:
                 child.logs = self._default_logs()
         return child
+
+    def postconfiguration(self, cf, http_conf):
+        # every level is merged: let go of the parser (and through it the cycle)
+        self._default = None
 
     def _default_logs(self):
         """``access_log logs/access.log combined``, opened the first time a level needs it."""
