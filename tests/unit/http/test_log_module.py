@@ -5,14 +5,16 @@ aside, which the fake request pins).
 """
 
 import os
+import re
 import time
 
 import pytest
+from hypothesis import given, strategies as st
 
-from ngxws.core.directives import UNSET, ConfigError, Slot
+from ngxws.core.directives import ConfigError, Slot
 from ngxws.http import log_module, variables
-from ngxws.http.log_module import (COMBINED, AccessLog, LogBuffer, LogFormat, LogLocConf, LogMainConf,
-                                   escape_default, escape_json, log_request)
+from ngxws.http.log_module import (COMBINED, LogBuffer, LogFormat, LogLocConf, escape_default, escape_json,
+                                   log_request)
 
 ALL_BYTES = bytes(b for b in range(1, 256) if b not in (10, 13))
 
@@ -392,9 +394,7 @@ def test_init_process_attaches_this_cycles_buffers(tmp_path):
     cf = Cf(tmp_path, cycle)
     access_log(cf, LogLocConf(), "logs/a.log", "combined", "buffer=1k")
 
-    class WorkerCycle:
-        pass
-    cycle.loop = FakeLoop()
+    cycle.loop = FakeLoop()     # in the worker, after fork
     log_module.module.init_process(cycle)
     try:
         assert [b.path for b in log_module._buffers] == [cf.full_path("logs/a.log")]
@@ -475,3 +475,27 @@ def test_a_getter_returning_unicode_takes_the_slow_path(monkeypatch):
     assert LogFormat("x", '"$unicode_test" $status').render(r) == line
     assert LogFormat("j", '"$unicode_test"', escape="json").render(r) == '"caf\u00e9 \u263a\\""\n'.encode()
     assert LogFormat("n", "$unicode_test", escape="none").render(r) == 'caf\u00e9 \u263a"\n'.encode()
+
+
+# -- properties ---------------------------------------------------------------------
+
+
+
+def _unescape(b):
+    return re.sub(rb"\\x([0-9A-F]{2})", lambda m: bytes([int(m.group(1), 16)]), b)
+
+
+@given(st.binary())
+def test_default_escaping_round_trips_and_leaves_only_printable_ascii(b):
+    out = escape_default(b)
+    assert all(0x20 <= c < 0x7F and c != 0x22 for c in out)
+    assert _unescape(out) == b
+
+
+@given(st.binary())
+def test_rendered_value_equals_escaped_bytes(b):
+    """The text path of render() escapes exactly as the bytes functions do."""
+    r = FakeRequest(headers=[(b"x-v", b)])
+    assert LogFormat("d", "$http_x_v").render(r) == (escape_default(b) if b else b"") + b"\n"
+    assert LogFormat("j", "$http_x_v", escape="json").render(r) == escape_json(b) + b"\n"
+    assert LogFormat("n", "$http_x_v", escape="none").render(r) == b + b"\n"
