@@ -334,3 +334,35 @@ def test_stub_status_refuses_post_and_answers_head(ngxws_server):
     assert data.startswith(b"HTTP/1.1 200")
     assert b"Content-Type: text/plain\r\n" in data
     assert data.endswith(b"\r\n\r\n")
+
+
+def test_stub_status_survives_reload_and_respawn(ngxws_server):
+    """nginx's counters live in shared memory: a reload or a dead worker loses none of the totals."""
+    srv = ngxws_server(http=STATUS_SERVER, workers=2)
+    old = set(srv.wait_workers(2))
+    port = srv.port()
+    for _ in range(5):
+        assert get(port, "/")[0].startswith(b"HTTP/1.1 204")
+    before = status_after(port)
+    assert before[1:4] == [6, 6, 6]          # 5 + the status request itself
+    srv.signal(signal.SIGHUP)
+    wait_for(lambda: len(srv.workers()) == 2 and not (set(srv.workers()) & old), 15, what="new workers")
+    after = status_after(port)
+    assert after[1:4] == [7, 7, 7] and after[0] == 1 and after[4:] == [0, 1, 0]
+    # a worker killed with open connections: its successor's slot forgets them, keeps the totals
+    held = socket.create_connection(("127.0.0.1", port), timeout=5)
+    held2 = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        wait_for(lambda: status_after(port)[0] == 3, 10, what="held connections counted")
+        workers = set(srv.workers())
+        srv.allow(r"\[alert\].*exited on signal 9")
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: len(srv.workers()) == 2 and not (set(srv.workers()) & workers), 15,
+                 what="respawned workers")
+        final = status_after(port)
+        assert final[0] == 1 and final[4:] == [0, 1, 0]
+        assert final[1] >= 10 and final[1] == final[2]
+    finally:
+        held.close()
+        held2.close()
