@@ -13,28 +13,29 @@ from .run import WORKLOADS
 
 LAT = [("p50 ms", "latency_ms.p50"), ("p99 ms", "latency_ms.p99")]
 LOSS = ("lost / misrouted / failed", "_loss")
+OTHER = ("other CPU%", "other_cpu_pct")  # everything else on the machine during the window: noise
 COLUMNS = {
     "push_max": [("delivered/s", "delivered_per_s")] + LAT + [
         ("server µs/push", "server_us_per_push"), ("server CPU%", "server_cpu_pct"),
-        ("loadgen CPU%", "loadgen_cpu_pct"), ("loadgen µs/push", "loadgen_us_per_push"), LOSS],
+        ("loadgen CPU%", "loadgen_cpu_pct"), ("loadgen µs/push", "loadgen_us_per_push"), LOSS, OTHER],
     "push_2000": [("delivered/s", "delivered_per_s")] + LAT + [
         ("max ms", "latency_ms.max"), ("ticker lag p99 ms", "schedule_lag_ms.p99"),
         ("server µs/push", "server_us_per_push"), ("server CPU%", "server_cpu_pct"),
-        ("loadgen CPU%", "loadgen_cpu_pct"), LOSS],
+        ("loadgen CPU%", "loadgen_cpu_pct"), LOSS, OTHER],
     "hold_10k": [("connected", "connect.connected"), ("RSS KiB/conn", "rss_per_conn_kib"),
                  ("PSS KiB/conn", "pss_per_conn_kib"), ("connects/s", "connect.connects_per_s"),
                  ("idle server CPU%", "idle.server_cpu_pct")],
     "hold_36k": [("connected", "connect.connected"), ("alive at end", "alive"),
                  ("pings answered in window", "pings_in_hold"), ("RSS KiB/conn", "rss_per_conn_kib"),
                  ("PSS KiB/conn", "pss_per_conn_kib"), ("idle server CPU%", "idle.server_cpu_pct"),
-                 ("idle loadgen CPU%", "idle.loadgen_cpu_pct")],
+                 ("idle loadgen CPU%", "idle.loadgen_cpu_pct"), ("other CPU%", "idle.other_cpu_pct")],
     "echo_pingpong": [("msgs/s", "msgs_per_s")] + LAT + [
         ("server µs/msg", "server_us_per_msg"), ("server CPU%", "server_cpu_pct"),
         ("loadgen CPU%", "loadgen_cpu_pct"), ("loadgen µs/msg", "loadgen_us_per_msg"),
-        ("unanswered / mismatched", "_echo_loss")],
+        ("unanswered / mismatched", "_echo_loss"), OTHER],
     "handshakes": [("handshakes/s", "handshakes_per_s")] + LAT + [
         ("server µs/handshake", "server_us_per_handshake"), ("server CPU%", "server_cpu_pct"),
-        ("loadgen CPU%", "loadgen_cpu_pct"), ("failed / dup ids", "_shake_loss")],
+        ("loadgen CPU%", "loadgen_cpu_pct"), ("failed / dup ids", "_shake_loss"), OTHER],
 }
 COLUMNS["echo_window8"] = COLUMNS["echo_pingpong"]
 
@@ -111,7 +112,9 @@ def markdown(doc) -> str:
              + ". Layout 'pin': the server (one worker) on CPU 0, the load generator on CPU 1; 'free': "
              "two workers and the load generator share both cores. CPU% is 100 per core; 'server µs/op' is "
              "the server tree's CPU time (master + workers, user + system) over the measured window divided "
-             "by the operations; the load generator's own CPU is shown beside it.", ""]
+             "by the operations; the load generator's own CPU is shown beside it; 'other CPU%' is what the rest "
+             "of the machine used during the window (200 = both cores busy elsewhere): a run with a high "
+             "one is noisy, compare its µs/op rather than its rates.", ""]
     lines += targets_table(doc)
     for wid, by_target in grouped(doc).items():
         cols = COLUMNS[wid]

@@ -176,7 +176,8 @@ def run_one(workload: str, label: str, duration: float = 10.0, scale: float = 1.
     t = targets.make(label, **opts)
     kind = w["kind"]
     res = {"workload": workload, "target": label, "kind": kind, "ok": False, "checks": [],
-           "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "duration": duration, "scale": scale}
+           "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "duration": duration, "scale": scale,
+           "loadavg": open("/proc/loadavg").read().split()[:3]}
     if kind == "push" and not t.push:
         res["error"] = "no push API"
         return res
