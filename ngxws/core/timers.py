@@ -75,7 +75,14 @@ class TimerHeap:
             self._cancelled -= 1
 
     def next_deadline(self):
-        """The earliest live deadline, or None when no timer is armed."""
+        """The earliest live deadline, or None when no timer is armed.
+
+        The loop asks once per iteration, which is also when dead entries left
+        behind by expiry (not only by cancel()) get their chance to be compacted.
+        """
+        heap = self._heap
+        if len(heap) > COMPACT_MIN and self._cancelled * 2 > len(heap):
+            self._compact()
         self._drop_dead_top()
         heap = self._heap
         return heap[0][0] if heap else None
