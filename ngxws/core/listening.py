@@ -28,6 +28,8 @@ stop accepting for good: neither the timer nor a freed slot re-enables that.
 import errno
 import socket
 
+from .loop import Event
+
 __all__ = ["Listening", "ListenError", "accept_handler", "ACCEPT_DELAY"]
 
 #: ms without accept after EMFILE/ENFILE (nginx's accept_mutex_delay default)
@@ -74,8 +76,6 @@ class Listening:
 
     def __init__(self, host, port, handler=None, servers=None, backlog=511, reuseport=False,
                  ipv6only=True, pool=None):
-        from .loop import Event
-
         host = host.strip("[]") if host.startswith("[") else host
         if host in ("", "*"):
             host = "0.0.0.0"
