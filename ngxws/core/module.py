@@ -25,6 +25,9 @@ class Module:
     def init_process(self, cycle):
         """In a worker, after fork: ``cycle.loop`` exists."""
 
+    def reopen(self, cycle):
+        """USR1, in a worker, before the log files are reopened: flush what is buffered."""
+
     def shutdown(self, cycle, graceful):
         """The worker stops: close what it owns (gracefully or now).
 

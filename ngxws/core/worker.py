@@ -142,6 +142,8 @@ class Worker:
                 self.start_shutdown()
             if self.reopen:
                 self.reopen = False
+                for m in self.cycle.modules:
+                    m.reopen(self.cycle)
                 self.cycle.reopen_files()
                 self.log.notice("reopening logs")
             if self.shutting_down and self.done():
