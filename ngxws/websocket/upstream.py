@@ -36,6 +36,13 @@ client (http/client.py), one POST at a time:
   in progress gets 502, or 504 on a timeout) and an ``error`` line says why.  A request that may
   have reached the backend is never replayed: order and exactly-once matter more than a retry.
 
+- GRIP message prefix: requests say ``Sec-WebSocket-Extensions: grip`` (as Pushpin's do).  A
+  backend whose OPEN answer says ``Sec-WebSocket-Extensions: grip`` (optionally with
+  ``message-prefix="..."``, default ``m:``) has its messages relayed with that prefix removed,
+  messages without it dropped, and ``c:`` text messages (GRIP control: subscribe, detach, ...)
+  ignored: channels are not implemented.  This is what gripcontrol's ``WebSocketContext.send()``
+  expects.
+
 Keep-Alive-Interval and Content-Bytes-Accepted (Pushpin extensions) are not implemented: every
 answer accepts all events sent, and ngxws sends no empty keep-alive requests.
 """
@@ -75,7 +82,7 @@ REFUSE_BODY_MAX = 100_000
 _NOT_REPLAYED = frozenset((
     b"host", b"connection", b"keep-alive", b"upgrade", b"te", b"trailer", b"transfer-encoding",
     b"proxy-connection", b"content-length", b"content-type", b"accept", b"expect",
-    b"connection-id", PUSH_URL_HEADER,
+    b"connection-id", PUSH_URL_HEADER, b"sec-websocket-extensions",
 ))
 #: backend answer headers that never go into the 101 (we make our own)
 _NOT_IN_101 = frozenset((
@@ -234,7 +241,7 @@ def create(session, request):
 
 class UpstreamSession:
     __slots__ = ("conf", "session", "state", "pending", "req", "body", "meta", "meta_block", "headers",
-                 "target", "retries", "retry_ev", "accept", "refuse", "log", "offered")
+                 "target", "retries", "retry_ev", "accept", "refuse", "log", "offered", "prefix")
 
     def __init__(self, conf, session, request):
         self.conf = conf
@@ -253,6 +260,8 @@ class UpstreamSession:
         self.retry_ev = None
         self.accept = None
         self.refuse = None
+        #: the GRIP message prefix (bytes) once the backend enabled the grip extension, else None
+        self.prefix = None
         self.log = request.conn.log
         url = conf.url
         args = request.args
@@ -266,6 +275,7 @@ class UpstreamSession:
         headers.append((b"accept", CONTENT_TYPE_BYTES))
         headers.append((b"content-type", CONTENT_TYPE_BYTES))
         headers.append((b"connection-id", session.id.encode("ascii")))
+        headers.append((b"sec-websocket-extensions", b"grip"))
         push_urls = session.push_urls
         if push_urls:
             headers.append((PUSH_URL_HEADER, push_urls.encode("latin-1")))
@@ -493,6 +503,10 @@ class UpstreamSession:
                 n = raw.lower()
                 if n == b"sec-websocket-protocol":
                     subprotocol = v.strip()
+                elif n == b"sec-websocket-extensions":
+                    prefix = _grip_prefix(v)
+                    if prefix is not None:
+                        self.prefix = prefix
                 elif n not in _NOT_IN_101 and not n.startswith(b"set-meta-"):
                     extra.append((raw, v))
             if subprotocol is not None and not self._offered(subprotocol):
@@ -529,7 +543,20 @@ class UpstreamSession:
 
     def _deliver(self, events):
         session = self.session
+        prefix = self.prefix
         for name, content in events:
+            if prefix is not None and (name is TEXT or name is BINARY):
+                content = content or b""
+                if name is TEXT and content[:2] == b"c:":
+                    if self.log.debug_enabled:
+                        self.log.debug("websocket upstream GRIP control message ignored: %s",
+                                       content[2:200].decode("utf-8", "replace"))
+                    continue
+                if not content.startswith(prefix):
+                    if self.log.debug_enabled:
+                        self.log.debug("websocket upstream message without the GRIP prefix dropped")
+                    continue
+                content = content[len(prefix):]
             if name is TEXT:
                 try:
                     text = content.decode("utf-8") if content else ""
@@ -577,6 +604,24 @@ class UpstreamSession:
         self.accept = self.refuse = None
         if refuse is not None:
             refuse(status, headers, body)
+
+
+def _grip_prefix(value):
+    """The message prefix if ``value`` (Sec-WebSocket-Extensions) enables grip, else None."""
+    for ext in value.split(b","):
+        parts = ext.split(b";")
+        if parts[0].strip().lower() != b"grip":
+            continue
+        prefix = b"m:"
+        for param in parts[1:]:
+            k, _, v = param.partition(b"=")
+            if k.strip().lower() == b"message-prefix":
+                v = v.strip()
+                if len(v) >= 2 and v[:1] == b'"' and v[-1:] == b'"':
+                    v = v[1:-1]
+                prefix = v
+        return prefix
+    return None
 
 
 def _raw(headers):

@@ -111,6 +111,66 @@ import os; os.rename(sys.argv[1] + ".tmp", sys.argv[1])
 srv.serve_forever()
 '''
 
+# A backend written with gripcontrol's WebSocketContext, the way Pushpin's examples and django-grip
+# build their answers: OPEN when accepted, the context's out events ("m:"-prefixed messages), CLOSE,
+# the grip extension and Set-Meta-* for changed metadata.
+GRIP_BACKEND = r'''
+import os, struct, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from gripcontrol import (WebSocketContext, WebSocketEvent, decode_websocket_events,
+                         encode_websocket_events)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        meta = {k[5:].lower(): v for k, v in self.headers.items() if k.lower().startswith("meta-")}
+        ctx = WebSocketContext(self.headers["Connection-Id"], meta, decode_websocket_events(body))
+        if ctx.is_opening():
+            ctx.accept()
+            ctx.meta["user"] = "grip-user"
+            ctx.send("welcome")
+        while ctx.can_recv():
+            try:
+                message = ctx.recv()
+            except IOError:
+                break
+            if message is None:
+                ctx.close(ctx.close_code)
+                break
+            if message == "quit":
+                ctx.close(4000)
+                break
+            ctx.send("%s: %s" % (ctx.meta.get("user"), message))
+        events = [WebSocketEvent("OPEN")] if ctx.accepted else []
+        events += ctx.out_events
+        if ctx.closed:
+            events.append(WebSocketEvent("CLOSE", struct.pack(">H", ctx.out_close_code or 1000)))
+        out = encode_websocket_events(events)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/websocket-events")
+        if ctx.accepted:
+            self.send_header("Sec-WebSocket-Extensions", "grip")
+        for k, v in ctx.meta.items():
+            if ctx.orig_meta.get(k) != v:
+                self.send_header("Set-Meta-" + k, v)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+
+srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(str(srv.server_address[1]))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+srv.serve_forever()
+'''
+
 # Runs the example backend of docs/upstream.md unchanged, on an ephemeral port.
 DOC_RUNNER = r'''
 import os, re, sys
@@ -406,3 +466,16 @@ def test_docs_example_backend(ngxws_server, backends, tmp_path):
     assert bob.recv() == "alice: are you there?"
     alice.close()
     bob.close()
+
+
+@needs_websocket
+def test_gripcontrol_backend(ngxws_server, backends):
+    pytest.importorskip("gripcontrol")
+    b = backends(GRIP_BACKEND)
+    srv = gateway(ngxws_server, b.port)
+    ws, _ = connect(srv.port())
+    assert ws.recv() == "welcome", "the GRIP message prefix is removed"
+    ws.send("hi")
+    assert ws.recv() == "grip-user: hi", "Set-Meta-User came back as Meta-User"
+    ws.send("quit")
+    assert close_frame(ws)[0] == 4000

@@ -485,3 +485,28 @@ def test_client_that_does_not_read_holds_requests_back(env, backend):
     assert session.closed is None or session.closed[0] == 1008
     env.run_until(lambda: session.closed)
     assert session.closed == (1008, "upstream queue full")
+
+
+@pytest.mark.parametrize("value, prefix", [
+    (b"grip", b"m:"),
+    (b"grip; message-prefix=\"\"", b""),
+    (b"permessage-deflate, grip; message-prefix=\"x-\"", b"x-"),
+    (b"GRIP;message-prefix=p", b"p"),
+    (b"permessage-deflate", None),
+])
+def test_grip_prefix(value, prefix):
+    assert up._grip_prefix(value) == prefix
+
+
+def test_grip_extension_strips_prefix_and_ignores_control(env, backend):
+    conf = make_conf("http://127.0.0.1:%d/" % backend.server_address[1])
+    backend.script_open = True
+    backend.script = (200, EV + [("Sec-WebSocket-Extensions", "grip")],
+                      wsoh.encode([("OPEN", None), ("TEXT", b"m:hello"),
+                                   ("TEXT", b'c:{"type": "subscribe", "channel": "x"}'),
+                                   ("TEXT", b"unprefixed"), ("BINARY", b"m:\x00\x01")]))
+    session, us, result = open_session(env, conf)
+    assert result[0] == "accept"
+    assert all(n.lower() != b"sec-websocket-extensions" for n, _ in result[1])
+    assert session.sent == ["hello", b"\x00\x01"]
+    assert backend.seen[0][1]["Sec-WebSocket-Extensions"] == "grip"
