@@ -101,7 +101,38 @@ class _Clock:
 _clock = _Clock()
 
 
-class ErrorLog:
+class _Levels:
+    """One method per level, for both the error log and a connection's view of it."""
+
+    __slots__ = ()
+
+    def emerg(self, fmt, *args):
+        self.log(EMERG, fmt, *args)
+
+    def alert(self, fmt, *args):
+        self.log(ALERT, fmt, *args)
+
+    def crit(self, fmt, *args):
+        self.log(CRIT, fmt, *args)
+
+    def error(self, fmt, *args):
+        self.log(ERROR, fmt, *args)
+
+    def warn(self, fmt, *args):
+        self.log(WARN, fmt, *args)
+
+    def notice(self, fmt, *args):
+        self.log(NOTICE, fmt, *args)
+
+    def info(self, fmt, *args):
+        self.log(INFO, fmt, *args)
+
+    def debug(self, fmt, *args):
+        if self.debug_enabled:
+            self.log(DEBUG, fmt, *args)
+
+
+class ErrorLog(_Levels):
     """One or more sinks, each with its own level, as several ``error_log`` lines give."""
 
     def __init__(self, sinks=None, startup=False):
@@ -134,31 +165,6 @@ class ErrorLog:
             if level <= lvl:
                 f.write(line)
 
-    def emerg(self, fmt, *args):
-        self.log(EMERG, fmt, *args)
-
-    def alert(self, fmt, *args):
-        self.log(ALERT, fmt, *args)
-
-    def crit(self, fmt, *args):
-        self.log(CRIT, fmt, *args)
-
-    def error(self, fmt, *args):
-        self.log(ERROR, fmt, *args)
-
-    def warn(self, fmt, *args):
-        self.log(WARN, fmt, *args)
-
-    def notice(self, fmt, *args):
-        self.log(NOTICE, fmt, *args)
-
-    def info(self, fmt, *args):
-        self.log(INFO, fmt, *args)
-
-    def debug(self, fmt, *args):
-        if self.debug_enabled:
-            self.log(DEBUG, fmt, *args)
-
     def reopen(self):
         for f, _ in self.sinks:
             try:
@@ -167,7 +173,7 @@ class ErrorLog:
                 self.alert('reopen() "%s" failed (%d: %s)', f.path, e.errno, e.strerror)
 
 
-class ConnectionLog:
+class ConnectionLog(_Levels):
     """The error log as one connection sees it: ``*N`` before, context after.
 
     ``action`` is what the connection is doing ("reading client request line"),
@@ -201,27 +207,3 @@ class ConnectionLog:
             tail += self.context()
         el.log(level, "*%d %s%s", conn.number, msg, tail)
 
-    def emerg(self, fmt, *args):
-        self.log(EMERG, fmt, *args)
-
-    def alert(self, fmt, *args):
-        self.log(ALERT, fmt, *args)
-
-    def crit(self, fmt, *args):
-        self.log(CRIT, fmt, *args)
-
-    def error(self, fmt, *args):
-        self.log(ERROR, fmt, *args)
-
-    def warn(self, fmt, *args):
-        self.log(WARN, fmt, *args)
-
-    def notice(self, fmt, *args):
-        self.log(NOTICE, fmt, *args)
-
-    def info(self, fmt, *args):
-        self.log(INFO, fmt, *args)
-
-    def debug(self, fmt, *args):
-        if self.debug_enabled:
-            self.log(DEBUG, fmt, *args)
