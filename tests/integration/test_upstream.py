@@ -479,3 +479,22 @@ def test_gripcontrol_backend(ngxws_server, backends):
     assert ws.recv() == "grip-user: hi", "Set-Meta-User came back as Meta-User"
     ws.send("quit")
     assert close_frame(ws)[0] == 4000
+
+
+@needs_websocket
+def test_round_trip_is_not_held_by_delayed_ack(ngxws_server, backends):
+    # http.server writes the head and the body of an answer in two send()s without TCP_NODELAY:
+    # without quick ACKs on ngxws' side every answer waited ~40 ms for a delayed ACK
+    b = backends()
+    srv = gateway(ngxws_server, b.port)
+    ws, _ = connect(srv.port())
+    assert ws.recv() == "welcome alice"
+    times = []
+    for i in range(21):
+        t = time.monotonic()
+        ws.send("r%d" % i)
+        assert ws.recv() == "echo:r%d" % i
+        times.append(time.monotonic() - t)
+    times.sort()
+    assert times[10] < 0.02, "median round trip %.1f ms" % (times[10] * 1000)
+    ws.close()
