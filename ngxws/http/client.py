@@ -464,13 +464,10 @@ class HttpClient:
                 elif t is h11.EndOfMessage:
                     self._finish(peer)
                     return
-                elif t is h11.ConnectionClosed:
+                elif t is h11.ConnectionClosed or ev is h11.PAUSED:
                     self._premature(peer)
                     return
-                # InformationalResponse (1xx) and PAUSED cannot end the response: go on
-                elif ev is h11.PAUSED:
-                    self._premature(peer)
-                    return
+                # an InformationalResponse (1xx) is skipped: the final response follows
         except h11.RemoteProtocolError as e:
             if not data:
                 self._premature(peer)
