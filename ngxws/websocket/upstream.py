@@ -513,6 +513,7 @@ class UpstreamSession:
                 self._fail('upstream chose subprotocol "%s" the client did not offer'
                            % subprotocol.decode("latin-1"), 502)
                 return
+            self.offered = None
             self.state = ACTIVE
             accept = self.accept
             self.accept = self.refuse = None
