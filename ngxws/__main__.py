@@ -191,8 +191,11 @@ def send_signal(prefix, conf_file, opts, modules, Cycle, ConfigError):
     return 0
 
 
-def daemonize():
-    """nginx's ngx_daemon: fork, the parent exits, the child leads a new session."""
+def daemonize(keep_stderr):
+    """nginx's ngx_daemon: fork, the parent exits, the child leads a new session.
+
+    stderr stays open only when the error log writes to it.
+    """
     pid = os.fork()
     if pid:
         os._exit(0)
@@ -201,6 +204,8 @@ def daemonize():
     fd = os.open(os.devnull, os.O_RDWR)
     os.dup2(fd, 0)
     os.dup2(fd, 1)
+    if not keep_stderr:
+        os.dup2(fd, 2)
     if fd > 2:
         os.close(fd)
 
@@ -234,11 +239,9 @@ def run(prefix, conf_file, opts, modules, Cycle, ConfigError):
     log.notice('using the "epoll" event method')
     log.notice("%s", NGINX_VER)
     log.notice("built with Python %s", sys.version.split()[0])
-    for ls in cycle.listening:
-        log.notice("listening on %s", ls.addr_text)
 
     if core.daemon:
-        daemonize()
+        daemonize(keep_stderr=any(path == "stderr" for path, _ in core.error_log))
         log.set_pid()
 
     pid_path = core.pid

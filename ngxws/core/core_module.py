@@ -5,7 +5,7 @@ import resource
 from dataclasses import dataclass, field
 
 from .directives import (
-    UNSET, Args, ConfigError, Ctx, Directive, merge, set_flag, set_msec, set_num, set_path,
+    UNSET, Args, ConfigError, Ctx, Directive, Slot, merge, set_flag, set_msec, set_num, set_path,
 )
 from .log import LEVEL_BY_NAME, ERROR
 from .module import Module
@@ -24,6 +24,8 @@ class CoreConf:
     #: where error_log lines came from, for open() errors
     error_log_where: list = field(default_factory=list)
     events_seen: bool = False
+    #: a block was read: nginx wants load_module before any
+    modules_loaded_too_late: bool = False
 
 
 @dataclass
@@ -69,6 +71,7 @@ def set_events(cf, node, conf):
     if conf.events_seen:
         raise ConfigError('"events" directive is duplicate')
     conf.events_seen = True
+    conf.modules_loaded_too_late = True
     cf.handle(node.children, Ctx.EVENTS, main)
 
 
@@ -90,6 +93,28 @@ def set_debug_connection(cf, node, conf):
         raise ConfigError('invalid parameter "%s"' % value) from None
 
 
+def set_load_module(cf, node, conf):
+    """nginx loads a shared object; ngxws imports ``package.module:Class`` and adds an instance."""
+    import importlib
+
+    spec = node.args[0]
+    path, sep, name = spec.partition(":")
+    if not sep or not path or not name:
+        raise ConfigError('invalid module "%s", it must be "package.module:Class"' % spec)
+    if conf.modules_loaded_too_late:
+        raise ConfigError('"load_module" directive is specified too late')
+    try:
+        cls = getattr(importlib.import_module(path), name)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError('load_module "%s" failed (%s)' % (spec, e)) from None
+    module = cls()
+    if any(m.name == module.name for m in cf.modules):
+        raise ConfigError('module "%s" is already loaded' % module.name)
+    cf.add_module(module)
+    cf.cycle.modules = cf.modules
+    cf.confs.set(module.name, Slot.MAIN, module.create_main_conf(cf))
+
+
 class CoreModule(Module):
     name = "core"
     DIRECTIVES = (
@@ -101,6 +126,7 @@ class CoreModule(Module):
         Directive("worker_shutdown_timeout", Ctx.MAIN, Args.TAKE1, set_msec("worker_shutdown_timeout")),
         Directive("error_log", Ctx.MAIN, Args.ONEMORE, set_error_log),
         Directive("events", Ctx.MAIN, Args.BLOCK | Args.NOARGS, set_events),
+        Directive("load_module", Ctx.MAIN, Args.TAKE1, set_load_module),
     )
 
     def create_main_conf(self, cf):

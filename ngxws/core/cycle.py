@@ -57,7 +57,7 @@ class Cycle:
             cycle._open_listening(old)
             cycle.connection_counter = old.connection_counter if old is not None else \
                 multiprocessing.Value("Q", 0, lock=True)
-            for m in modules:
+            for m in cycle.modules:
                 m.init_module(cycle)
         except BaseException:
             cycle.close(keep_from=old)
@@ -140,6 +140,7 @@ class Cycle:
                 ls.open()
             except OSError as e:
                 raise ConfigError(str(e)) from None
+            self.log.notice("listening on %s", ls.addr_text)
 
     def shared_memory(self, name, size):
         """Anonymous shared memory, created in the master so every worker sees it."""

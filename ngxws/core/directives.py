@@ -24,7 +24,7 @@ from .conf import COMMAND_LINE, Block, ConfigError, Node, decode, read
 __all__ = [
     "ConfigError", "UNSET", "Ctx", "Args", "Slot", "Directive", "ConfSet", "Parser",
     "set_flag", "set_num", "set_size", "set_msec", "set_sec", "set_str", "set_enum", "set_path",
-    "parse_size", "parse_msec", "parse_sec", "merge",
+    "parse_size", "parse_msec", "parse_sec", "merge", "MAX_DEPTH",
 ]  # fmt: skip
 
 
@@ -133,6 +133,7 @@ class Parser:
         self.modules = tuple(modules)
         self.ctx = Ctx.MAIN
         self.confs = ConfSet()
+        self._depth = 0
         self._directives: dict[str, list] = {}
         entries = [(None, d) for d in _BUILTIN] + [(m, d) for m in self.modules for d in m.DIRECTIVES]
         for module, directive in entries:
@@ -163,11 +164,13 @@ class Parser:
     def handle(self, nodes: list[Node], ctx: Ctx, confs: ConfSet) -> None:
         outer = self.ctx, self.confs
         self.ctx, self.confs = ctx, confs
+        self._depth += 1
         try:
             for node in nodes:
                 self._handle(node)
         finally:
             self.ctx, self.confs = outer
+            self._depth -= 1
         error = getattr(nodes, "error", None)
         if error is not None:
             raise error
@@ -193,6 +196,9 @@ class Parser:
         if not _arity_ok(directive.args, len(node.args)):
             raise error(f'invalid number of arguments in "{node.name}" directive')
 
+        # Each level costs a few Python frames; a file that includes itself must not cost a traceback.
+        if self._depth >= MAX_DEPTH and (node.children is not None or directive is _INCLUDE):
+            raise error(f'"{node.name}" directive is nested too deep (more than {MAX_DEPTH} levels)')
         conf = None if module is None else self.confs.get(module, directive.slot)
         try:
             directive.setter(self, node, conf)
@@ -228,7 +234,11 @@ def _include(cf: Parser, node: Node, conf) -> None:
         cf.handle(cf.parse_file(path), cf.ctx, cf.confs)
 
 
-_BUILTIN = (Directive("include", Ctx.ANY, Args.TAKE1, _include),)
+_INCLUDE = Directive("include", Ctx.ANY, Args.TAKE1, _include)
+_BUILTIN = (_INCLUDE,)
+
+#: Blocks and includes nested deeper than this are an error (nginx has no limit but the C stack).
+MAX_DEPTH = 100
 
 
 # Values: nginx's limits are those of a signed 64-bit integer.
@@ -254,9 +264,9 @@ def parse_size(s: str) -> int:
     return n
 
 
-# In the order a time must give them; spaces may follow a unit.
-_TIME_UNITS = {"y": 365 * 86400, "M": 30 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0}
-_RANK = {unit: rank for rank, unit in enumerate(_TIME_UNITS)}
+# Seconds per unit, in the order a time must give them; spaces may follow a unit.
+_TIME_UNITS = {"y": 365 * 86400, "M": 30 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_RANK = {unit: rank for rank, unit in enumerate([*_TIME_UNITS, "ms"])}
 _TIME_ITEM = re.compile(r"([0-9]*)(ms|[yMwdhms]) *")
 
 

@@ -212,3 +212,104 @@ def test_emfile_does_not_spin(ngxws_server):
             s.close()
     # fds free: it accepts and serves again
     wait_for(lambda: http_get(port).endswith(b"hello\n"), 10, what="service after EMFILE")
+
+
+PROBE = "load_module tests.integration.modules.probe:ProbeModule;"
+
+
+def test_listen_injection_gives_each_worker_its_own_port(ngxws_server):
+    srv = ngxws_server(http=HELLO, main=PROBE, workers=2)
+    workers = srv.wait_workers(2)
+    srv.wait_log(r"probe worker \d+ listening on", count=2)
+    found = dict(re.findall(r"probe worker (\d+) listening on 127\.0\.0\.1:(\d+)", srv.log_text()))
+    assert sorted(int(p) for p in found) == workers
+    for pid, port in found.items():
+        # only the worker that opened the port answers on it
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=5) as s:
+            assert s.makefile("rb").read() == b"worker %s\n" % pid.encode()
+
+
+def test_worker_that_cannot_start_halts_master(ngxws_server):
+    srv = ngxws_server(http=HELLO, main=PROBE + "\nprobe_fail on;", workers=2, start=False)
+    srv.allow(r"probe: init_process failed on purpose")
+    srv.allow(r"exited with code 3")
+    srv.allow(r"could not start")
+    srv.start(wait=False)
+    srv.proc.wait(20)
+    assert srv.proc.returncode == 1
+    log = srv.log_text()
+    assert "[emerg]" in log and "probe: init_process failed on purpose" in log
+    # it halted instead of respawning in a loop: each slot started once
+    assert len(re.findall(r"start worker process \d+", log)) <= 2
+
+
+def test_load_module_errors(tmp_path):
+    conf = tmp_path / "nginx.conf"
+    conf.write_text("load_module nope.nothing:X;\nevents {}\n")
+    r = run_cli("-p", str(tmp_path), "-c", str(conf), "-t")
+    assert r.returncode == 1
+    assert r.stderr.startswith('ngxws: [emerg] load_module "nope.nothing:X" failed (No module named ')
+    assert r.stderr.splitlines()[0].endswith("in %s:1" % conf)
+    conf.write_text("events {}\nload_module tests.integration.modules.probe:ProbeModule;\n")
+    r = run_cli("-p", str(tmp_path), "-c", str(conf), "-t")
+    assert r.stderr.splitlines()[0] == 'ngxws: [emerg] "load_module" directive is specified too late in %s:2' % conf
+
+
+def test_daemon_on_detaches_and_stops(tmp_path):
+    conf = tmp_path / "nginx.conf"
+    text = make_conf(str(tmp_path), http=HELLO).replace("daemon off;", "daemon on;")
+    conf.write_text(text)
+    r = run_cli("-p", str(tmp_path), "-c", str(conf))
+    assert r.returncode == 0, r.stderr
+    pid_path = tmp_path / "ngxws.pid"
+    wait_for(pid_path.exists, 10, what="pid file")
+    pid = int(pid_path.read_text())
+    try:
+        log = (tmp_path / "error.log").read_text()
+        port = int(re.findall(r"listening on 127\.0\.0\.1:(\d+)", log)[-1])
+        assert http_get(port).endswith(b"hello\n")
+        assert run_cli("-p", str(tmp_path), "-c", str(conf), "-s", "stop").returncode == 0
+        wait_for(lambda: not pid_alive(pid), 10, what="daemon exit")
+        assert not pid_path.exists()
+    finally:
+        if pid_alive(pid):
+            for child in children_of(pid):
+                os.kill(child, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_reload_opens_new_and_closes_removed_listen(ngxws_server):
+    srv = ngxws_server(http=HELLO, workers=1)
+    srv.wait_workers(1)
+    old_port = srv.port()
+    text = open(srv.conf_path).read()
+    srv.write_conf(text.replace("listen 127.0.0.1:0;", "listen [::1]:0;"))
+    srv.signal(signal.SIGHUP)
+    wait_for(lambda: any(a.startswith("[::1]") for a in srv.listening()), 10, what="new listen")
+    v6 = int([a for a in srv.listening() if a.startswith("[::1]")][-1].rsplit(":", 1)[1])
+    wait_for(lambda: http_get(v6, host="::1").endswith(b"hello\n"), 10, what="v6 served")
+    def refused():
+        try:
+            http_get(old_port)
+        except OSError:
+            return True
+        return False
+    wait_for(refused, 10, what="old port closed")
+
+
+def test_worker_shutdown_timeout_bounds_graceful_exit(ngxws_server):
+    srv = ngxws_server(http=HELLO, main="worker_shutdown_timeout 1s;", workers=1)
+    srv.wait_workers(1)
+    port = srv.port()
+    # a request that never completes keeps the worker busy
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    try:
+        t0 = time.monotonic()
+        srv.signal(signal.SIGQUIT)
+        srv.proc.wait(10)
+        assert srv.proc.returncode == 0
+        assert time.monotonic() - t0 < 8
+        assert "shutdown timeout" in srv.log_text()
+    finally:
+        s.close()
