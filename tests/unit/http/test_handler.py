@@ -1,0 +1,258 @@
+"""The HTTP connection handler on a real EventLoop, with loopback sockets and a fake clock.
+
+The server side is what a worker runs: a ConnectionPool connection handed to
+``init_connection``, with a server table made by ``build_virtual_server`` (the
+helper other modules use for listenings they open from code).
+"""
+
+import socket
+
+import pytest
+
+from ngxws.core.connection import ConnectionPool
+from ngxws.core.log import DEBUG, ErrorLog
+from ngxws.core.loop import EventLoop
+from ngxws.http.core_module import build_virtual_server
+from ngxws.http.handler import init_connection
+
+
+class Sink:
+    path = "memory"
+
+    def __init__(self):
+        self.lines = []
+
+    def write(self, data):
+        self.lines.append(data.decode())
+
+    def reopen(self):
+        pass
+
+    def close(self):
+        pass
+
+    def text(self):
+        return "".join(self.lines)
+
+
+class FakeClock:
+    def __init__(self):
+        self.ns = 10 ** 12
+
+    def __call__(self):
+        return self.ns
+
+
+class FakeListening:
+    addr_text = "127.0.0.1:0"
+
+    def __init__(self, servers):
+        self.servers = servers
+
+
+class Harness:
+    def __init__(self, locations, **settings):
+        self.sink = Sink()
+        self.log = ErrorLog([(self.sink, DEBUG)])
+        self.clock = FakeClock()
+        self.loop = EventLoop(self.log, clock_ns=self.clock)
+        self.pool = ConnectionPool(self.loop, self.log, 16)
+        self.ls = FakeListening(build_virtual_server(locations, **settings))
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(8)
+        self.clients = []
+
+    def connect(self):
+        c = socket.create_connection(self.lsock.getsockname())
+        c.settimeout(0)
+        s, peer = self.lsock.accept()
+        s.setblocking(False)
+        conn = self.pool.get(s, peer, self.ls)
+        init_connection(conn)
+        self.clients.append(c)
+        return c, conn
+
+    def spin(self, cond, n=200):
+        for _ in range(n):
+            if cond():
+                return True
+            self._run_once()
+        return cond()
+
+    def _run_once(self):
+        # never block: the clock is fake, so select must not wait for real time
+        sel = self.loop.selector
+        if sel is not None:
+            ready = sel.select(0.01)
+            for key, mask in ready:
+                owner = key.data
+                if owner.closed:
+                    continue
+                if mask & 1 and owner.read.active:
+                    owner.read.handler(owner.read)
+                if not owner.closed and mask & 2 and owner.write.active:
+                    owner.write.handler(owner.write)
+        self.loop.now_ms = self.clock() // 1_000_000
+        timers = self.loop.timers
+        ev = timers.pop_due(self.loop.now_ms)
+        while ev is not None:
+            ev.timedout = True
+            ev.handler(ev)
+            ev = timers.pop_due(self.loop.now_ms)
+
+    def advance(self, ms):
+        self.clock.ns += ms * 1_000_000
+        self._run_once()
+
+    def read(self, c, until, n=200):
+        buf = bytearray()
+
+        def got():
+            try:
+                data = c.recv(65536)
+                if data == b"":
+                    buf.extend(b"<EOF>")
+                else:
+                    buf.extend(data)
+            except BlockingIOError:
+                pass
+            return until(bytes(buf))
+        self.spin(got, n)
+        return bytes(buf)
+
+    def close(self):
+        for c in self.clients:
+            c.close()
+        self.lsock.close()
+
+
+@pytest.fixture
+def harness():
+    hs = []
+
+    def make(locations, **settings):
+        h = Harness(locations, **settings)
+        hs.append(h)
+        return h
+    yield make
+    for h in hs:
+        h.close()
+
+
+def echo(r):
+    r.send_response(200, [(b"Content-Type", b"text/plain"), (b"X-Len", b"%d" % len(r.body))], r.body)
+
+
+def test_body_read_before_handler_and_keepalive(harness):
+    h = harness({"/echo": echo})
+    c, conn = h.connect()
+    c.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhel")
+    h.spin(lambda: False, 3)
+    c.sendall(b"lo")
+    out = h.read(c, lambda b: b.endswith(b"hello"))
+    assert out.startswith(b"HTTP/1.1 200 OK\r\nServer: ngxws/0.1.0\r\nDate: ")
+    assert b"\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nConnection: keep-alive\r\nX-Len: 5\r\n\r\nhello" in out
+    c.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+    out = h.read(c, lambda b: b.endswith(b"abcde"))
+    assert b"X-Len: 5" in out
+    assert conn.requests == 2 and not conn.closed
+
+
+def test_pipelined_handler_responses_in_order(harness):
+    h = harness({"/echo": echo})
+    c, _ = h.connect()
+    c.sendall(b"".join(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n%02d" % i for i in range(20)))
+    out = h.read(c, lambda b: b.endswith(b"19"))
+    assert [int(x) for x in __import__("re").findall(rb"\r\n\r\n(\d\d)", out)] == list(range(20))
+
+
+def test_expect_100_continue(harness):
+    h = harness({"/echo": echo})
+    c, _ = h.connect()
+    c.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+    assert h.read(c, lambda b: b.endswith(b"\r\n\r\n")) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    c.sendall(b"abc")
+    assert h.read(c, lambda b: b.endswith(b"abc")).startswith(b"HTTP/1.1 200 OK")
+
+
+def test_max_body_size_413_and_close(harness):
+    h = harness({"/echo": echo}, client_max_body_size=4)
+    c, conn = h.connect()
+    c.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
+    out = h.read(c, lambda b: b.endswith(b"<EOF>"))
+    assert out.startswith(b"HTTP/1.1 413 Request Entity Too Large\r\n")
+    assert b"Connection: close" in out
+    assert "[error]" in h.sink.text() and "client intended to send too large body: 5 bytes" in h.sink.text()
+    # lingering close: the write side is shut, what the client still sends is read and dropped
+    assert not conn.closed
+    c.sendall(b"more body")
+    h.advance(4000)
+    assert not conn.closed
+    h.advance(6000)
+    assert conn.closed
+
+
+def test_detach_hands_over_socket_and_trailing(harness):
+    taken = []
+
+    def upgrade(r):
+        r.send_response(101, [(b"Upgrade", b"websocket"), (b"Connection", b"Upgrade")])
+        taken.append(r.detach())
+    h = harness({"/ws": upgrade})
+    c, conn = h.connect()
+    c.sendall(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n\x81\x05hello")
+    h.spin(lambda: taken)
+    sock, trailing = taken[0]
+    assert sock is conn.sock and trailing == b"\x81\x05hello"
+    assert not conn.read.active and not conn.read.timer_set and not conn.write.timer_set
+    out = h.read(c, lambda b: b.endswith(b"\r\n\r\n"))
+    assert out.startswith(b"HTTP/1.1 101 Switching Protocols\r\n") and b"Content-Length" not in out
+    # the HTTP side no longer reacts to anything on it
+    c.sendall(b"GET /ws HTTP/1.1\r\nHost: a\r\n\r\n")
+    h.advance(120000)
+    assert not conn.closed
+
+
+def test_client_body_timeout(harness):
+    h = harness({"/echo": echo}, client_body_timeout=5000)
+    c, conn = h.connect()
+    c.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nab")
+    h.spin(lambda: conn.read.timer_set and conn.data.state == 2)
+    h.advance(4000)
+    assert not conn.closed
+    h.advance(1500)
+    assert conn.closed
+    assert "client timed out (110: Connection timed out) while reading client request body" in h.sink.text()
+
+
+def test_client_header_timeout_and_keepalive_timeout(harness):
+    h = harness({"/echo": echo}, client_header_timeout=2000, keepalive_timeout=3000)
+    idle, idle_conn = h.connect()
+    c, conn = h.connect()
+    c.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx")
+    h.read(c, lambda b: b.endswith(b"x"))
+    h.advance(2100)
+    assert idle_conn.closed and not conn.closed
+    assert "client timed out (110: Connection timed out) while waiting for request" in h.sink.text()
+    h.advance(1000)
+    assert conn.closed
+
+
+def test_keepalive_requests(harness):
+    h = harness({"/echo": echo}, keepalive_requests=2)
+    c, conn = h.connect()
+    c.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx" * 3)
+    out = h.read(c, lambda b: b.endswith(b"<EOF>"))
+    assert out.count(b"HTTP/1.1 200") == 2
+    assert b"Connection: keep-alive" in out and b"Connection: close" in out
+
+
+def test_bad_request_closes_without_traceback(harness):
+    h = harness({"/echo": echo})
+    c, conn = h.connect()
+    c.sendall(b"\x00\x01\x02 garbage\r\n\r\n")
+    out = h.read(c, lambda b: b.endswith(b"<EOF>"))
+    assert out.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert "Traceback" not in h.sink.text()
+    assert conn.closed
