@@ -134,9 +134,17 @@ class Parser:
         self.ctx = Ctx.MAIN
         self.confs = ConfSet()
         self._depth = 0
+        #: every file read, in order (``ngxws -T`` dumps them)
+        self.files_read: list[str] = []
         self._directives: dict[str, list] = {}
         entries = [(None, d) for d in _BUILTIN] + [(m, d) for m in self.modules for d in m.DIRECTIVES]
         for module, directive in entries:
+            self._directives.setdefault(directive.name, []).append((module, directive))
+
+    def add_module(self, module) -> None:
+        """A module loaded while parsing (``load_module``): its directives count from here on."""
+        self.modules += (module,)
+        for directive in module.DIRECTIVES:
             self._directives.setdefault(directive.name, []).append((module, directive))
 
     def full_path(self, path: str) -> str:
@@ -155,6 +163,7 @@ class Parser:
             raise ConfigError(f'open() "{path}" failed ({err.errno}: {err.strerror})') from None
         except ValueError:  # a NUL or an unencodable character in the name
             raise ConfigError(f'open() "{path}" failed (22: Invalid argument)') from None
+        self.files_read.append(path)
         return read(decode(data, path), path)
 
     def parse_text(self, text: str, file: str = COMMAND_LINE) -> Block:
