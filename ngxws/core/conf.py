@@ -42,6 +42,9 @@ class ConfigError(Exception):
         self.file = file
         self.line = line
 
+    def __reduce__(self):  # Exception's own would keep only msg
+        return type(self), (self.msg, self.file, self.line)
+
     def __str__(self) -> str:
         if not self.file:
             return self.msg

@@ -8,10 +8,12 @@ import pickle
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ngxws.core.conf import COMMAND_LINE
 from ngxws.core.directives import (
-    UNSET, Args, ConfigError, ConfSet, Ctx, Directive, Parser, Slot, merge, parse_msec, parse_sec, parse_size,
+    MAX_DEPTH, UNSET, Args, ConfigError, ConfSet, Ctx, Directive, Parser, Slot, merge, parse_msec, parse_sec, parse_size,
     set_enum, set_flag, set_msec, set_num, set_path, set_sec, set_size, set_str,
 )  # fmt: skip
 
@@ -550,3 +552,40 @@ def test_unset_is_one_object():
 
 def test_ctx_any_is_every_context():
     assert all(ctx in Ctx.ANY for ctx in (Ctx.MAIN, Ctx.EVENTS, Ctx.HTTP, Ctx.SRV, Ctx.LOC))
+
+
+# -- no traceback for any input -------------------------------------------------------------------------
+
+
+def test_a_file_that_includes_itself(tmp_path):
+    assert fails(tmp_path, "include nginx.conf;") == (
+        f'"include" directive is nested too deep (more than {MAX_DEPTH} levels) in D/nginx.conf:1'
+    )
+
+
+def test_deep_nesting(tmp_path):
+    deep = "http { server { " + "location / { " * 200 + "}" * 200 + "} }"
+    assert fails(tmp_path, deep) == f'"location" directive is nested too deep (more than {MAX_DEPTH} levels) in D/nginx.conf:1'
+    run(tmp_path, "http { server { " + "location / { " * 90 + "}" * 90 + "} }")
+
+
+def test_config_error_pickles_with_its_location():
+    err = pickle.loads(pickle.dumps(ConfigError("m", "/f", 3)))
+    assert (err.msg, err.file, err.line, str(err)) == ("m", "/f", 3, "m in /f:3")
+
+
+TOKENS = [
+    *(d.name for m in MODULES for d in m.DIRECTIVES), "include", "lisen", "on", "off", "1k", "30s", "x",
+    "*", "c/*", "a.conf", "1", "2", " ", "\n", ";", "{", "}", '"', "'", "#", "\\",
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(TOKENS), max_size=40).map(" ".join), st.booleans())
+def test_any_text_gives_confs_or_a_config_error(tmp_path, text, as_param):
+    write(tmp_path, {"a.conf": "worker_processes 1;", "c/b": "http {"})
+    cf = Parser(MODULES, str(tmp_path), str(tmp_path / "nginx.conf"))
+    try:
+        cf.handle(cf.parse_text(text, COMMAND_LINE if as_param else str(tmp_path / "nginx.conf")), Ctx.MAIN, top_confs())
+    except ConfigError as err:
+        assert err.msg and str(err).startswith(err.msg)
