@@ -582,6 +582,10 @@ class HttpCoreModule(HttpModule):
         if child.root is None:
             child.root = None   # resolved against the prefix by the cycle's Parser at runtime
 
+    def shutdown(self, cycle, graceful):
+        _shutdown_connections(cycle, graceful)
+        return False
+
     def postconfiguration(self, cf, http_conf):
         # the default root is "html" under the prefix, resolved once here
         default_root = cf.full_path("html")
@@ -589,6 +593,25 @@ class HttpCoreModule(HttpModule):
             for loc in [srv.loc] + _all_locations(srv.locations):
                 if loc.root is None:
                     loc.root = default_root
+
+
+def _shutdown_connections(cycle, graceful):
+    from .handler import HttpConnection, WAITING
+    loop = getattr(cycle, "loop", None)
+    sel = loop.selector if loop is not None else None
+    if sel is None:
+        return
+    for key in list(sel.get_map().values()):
+        conn = key.data
+        hc = getattr(conn, "data", None)
+        if not isinstance(hc, HttpConnection) or conn.closed:
+            continue
+        if not graceful or hc.state == WAITING:
+            # nginx closes idle keep-alive connections at once on a graceful exit
+            hc.close()
+        else:
+            # the request in flight is answered, then the connection closes
+            conn.close_requested = True
 
 
 def _all_locations(tree):

@@ -42,11 +42,7 @@ from .locations import normalize_host
 from .request import ERROR, Head, HttpError, HttpParser, Request
 from .static import static_handler
 
-try:
-    from .log_module import log_request
-except ImportError:     # pragma: no cover - the access log module is optional at build time
-    def log_request(r):
-        pass
+from .log_module import log_request
 
 __all__ = ["init_connection", "HttpConnection", "http_read_handler", "http_write_handler"]
 
@@ -293,7 +289,8 @@ class HttpConnection:
             loc = srv.loc
         r.loc = loc
         r.match = match
-        if r.keep_alive and (loc.keepalive_timeout == 0 or conn.requests >= loc.keepalive_requests):
+        if r.keep_alive and (loc.keepalive_timeout == 0 or conn.requests >= loc.keepalive_requests
+                             or conn.close_requested):
             r.keep_alive = False
 
         cl = head.content_length

@@ -359,3 +359,26 @@ def test_arbitrary_bytes_answered_or_closed(fuzz_server, data):
         assert status in (b"200", b"301", b"400", b"403", b"404", b"405", b"413", b"414", b"501", b"505")
     # and the worker still serves others
     assert request(port, b"GET /r HTTP/1.0\r\n\r\n").endswith(b"\r\n\r\nname")
+
+
+def test_quit_closes_idle_keepalive_and_finishes_requests(site):
+    import signal
+    srv = site()
+    port = srv.port()
+    idle = connect(port)
+    idle.sendall(b"GET /r HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert read_response(idle)[2] == b"name"
+    partial = connect(port)
+    partial.sendall(b"GET /r HTTP/1.1\r\nHost: a\r\n")
+    # the worker has read part of that head (stub_status counts it as reading)
+    wait_for(lambda: b"Reading: 1 " in request(port, b"GET /st HTTP/1.0\r\n\r\n"), what="reading")
+    srv.signal(signal.SIGQUIT)
+    # the idle keep-alive connection is closed at once
+    assert read_all(idle, timeout=5) == b""
+    # the request being read is still answered, with Connection: close
+    partial.sendall(b"\r\n")
+    out = read_all(partial, timeout=5)
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close\r\n" in out
+    wait_for(lambda: srv.proc.poll() is not None, 10, what="master exit")
+    idle.close()
+    partial.close()
