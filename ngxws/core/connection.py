@@ -59,6 +59,8 @@ class Connection:
             self.log.alert("connection already closed")
             return
         self.closed = True
+        if self.log.debug_enabled:
+            self.log.debug("close connection: fd:%d", self.fd)
         loop = self.pool.loop
         rev = self.read
         wev = self.write

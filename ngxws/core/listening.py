@@ -65,6 +65,12 @@ def _parse_ports(port):
     return lo, hi
 
 
+def _peer_text(peer):
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return _addr_text(peer[0], peer[1])
+    return peer or "unix:"
+
+
 def _addr_text(host, port):
     return "[%s]:%s" % (host, port) if ":" in host else "%s:%s" % (host, port)
 
@@ -280,6 +286,8 @@ def accept_handler(ev):
                 conn.close()
                 continue
 
+        if conn.log.debug_enabled:
+            conn.log.debug("accept: %s fd:%d on %s", _peer_text(peer), conn.fd, ls.addr_text)
         ls._accepted = conn
         ls.handler(conn)
         ls._accepted = None

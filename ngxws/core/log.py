@@ -154,7 +154,10 @@ class ErrorLog(_Levels):
     def log(self, level, fmt, *args):
         if level > self.level:
             return
-        msg = fmt % args if args else fmt
+        self.emit(level, fmt % args if args else fmt)
+
+    def emit(self, level, msg, force=False):
+        """Write one formatted message; ``force`` (debug_connection) ignores the sinks' levels."""
         if self.startup:
             sys.stderr.write("ngxws: [%s] %s\n" % (LEVELS[level - 1], msg))
             sys.stderr.flush()
@@ -162,7 +165,7 @@ class ErrorLog(_Levels):
         line = ("%s [%s] %d#%d: %s\n" % (_clock.now(), LEVELS[level - 1], self.pid, self.pid, msg)).encode(
             "utf-8", "backslashreplace")
         for f, lvl in self.sinks:
-            if level <= lvl:
+            if level <= lvl or force:
                 f.write(line)
 
     def reopen(self):
@@ -184,16 +187,17 @@ class ConnectionLog(_Levels):
 
     __slots__ = ("error_log", "conn", "action", "context", "debug_enabled")
 
-    def __init__(self, error_log, conn):
+    def __init__(self, error_log, conn, debug=False):
         self.error_log = error_log
         self.conn = conn
         self.action = None
         self.context = None
-        self.debug_enabled = error_log.debug_enabled
+        #: ``debug_connection`` matched this client: debug lines are written whatever the levels
+        self.debug_enabled = debug or error_log.debug_enabled
 
     def log(self, level, fmt, *args):
         el = self.error_log
-        if level > el.level:
+        if level > el.level and not (self.debug_enabled and level == DEBUG):
             return
         msg = fmt % args if args else fmt
         conn = self.conn
@@ -205,5 +209,5 @@ class ConnectionLog(_Levels):
             tail += ", client: " + client
         if self.context is not None:
             tail += self.context()
-        el.log(level, "*%d %s%s", conn.number, msg, tail)
+        el.emit(level, "*%d %s%s" % (conn.number, msg, tail), force=level > el.level)
 

@@ -18,12 +18,15 @@ bounds the wait; when it fires, modules close what they hold (WebSockets with
 1001) and the rest is closed outright.
 """
 
+import gc
+import ipaddress
 import os
 import signal
 import socket
 
 from .connection import Connection, ConnectionPool
 from .core_module import raise_nofile
+from .log import ConnectionLog
 from .loop import Event, EventLoop
 from .master import CMD_QUIT, CMD_REOPEN, CMD_TERMINATE, EXIT_BOOT_FAILED
 
@@ -107,7 +110,8 @@ class Worker:
         events = cycle.conf("events")
         loop = EventLoop(log)
         cycle.loop = loop
-        cycle.pool = ConnectionPool(loop, log, events.worker_connections, counter=cycle.next_connection_number)
+        cycle.pool = ConnectionPool(loop, log, events.worker_connections, counter=cycle.next_connection_number,
+                                    log_factory=connection_log_factory(events.debug_connection))
 
         for signo in (signal.SIGQUIT, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             signal.signal(signo, self._on_signal)
@@ -127,6 +131,9 @@ class Worker:
             loop.add_listening(ls)
         for m in cycle.modules:
             m.init_process(cycle)
+        # Everything made so far lives as long as the worker: keep it out of the
+        # cyclic collector's full passes, which otherwise walk it again and again.
+        gc.freeze()
 
     # -- the loop ---------------------------------------------------------
 
@@ -191,6 +198,28 @@ class Worker:
             if m.shutdown(self.cycle, True):
                 busy = True
         return not busy and self.cycle.pool.used == 0
+
+
+def connection_log_factory(debug_connection):
+    """nginx's debug_connection: debug lines for the listed clients only, decided at accept."""
+    if not debug_connection:
+        return ConnectionLog
+    networks = [n for n in debug_connection if not isinstance(n, tuple)]
+    unix = any(isinstance(n, tuple) for n in debug_connection)
+
+    def factory(error_log, conn):
+        peer = conn.peer
+        if isinstance(peer, tuple) and peer:
+            try:
+                addr = ipaddress.ip_address(peer[0].split("%", 1)[0])
+            except ValueError:
+                addr = None
+            debug = addr is not None and any(addr in n for n in networks if n.version == addr.version)
+        else:
+            debug = unix
+        return ConnectionLog(error_log, conn, debug)
+
+    return factory
 
 
 def worker_process_cycle(cycle, slot, channel):

@@ -313,3 +313,19 @@ def test_worker_shutdown_timeout_bounds_graceful_exit(ngxws_server):
         assert "shutdown timeout" in srv.log_text()
     finally:
         s.close()
+
+
+def test_debug_connection_logs_only_matching_clients(ngxws_server):
+    both = HELLO.replace("listen 127.0.0.1:0;", "listen 127.0.0.1:0; listen [::1]:0;")
+    srv = ngxws_server(http=both, level="notice", workers=1,
+                       worker_connections="1024;\n    debug_connection ::1")
+    srv.wait_workers(1)
+    v4, v6 = srv.port(0), srv.port(1)
+    assert http_get(v4).endswith(b"hello\n")
+    assert http_get(v6, host="::1").endswith(b"hello\n")
+    srv.stop()
+    debug = [line for line in srv.log_text().splitlines() if "[debug]" in line]
+    # the ::1 client's story is told, the 127.0.0.1 client's is not
+    assert any("accept: [::1]:" in line for line in debug)
+    assert any("close connection" in line and "client: ::1" in line for line in debug)
+    assert not any("client: 127.0.0.1" in line for line in debug)

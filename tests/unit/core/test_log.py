@@ -60,3 +60,17 @@ def test_reopen_after_rotation(tmp_path):
     log.error("two")
     assert "one" in read(path + ".1") and "two" not in read(path + ".1")
     assert "two" in read(path)
+
+
+def test_debug_connection_forces_debug_for_one_connection(tmp_path):
+    f = LogFile(str(tmp_path / "e"))
+    f.open()
+    el = ErrorLog([(f, ERROR)])
+    quiet = ConnectionLog(el, Conn())
+    loud = ConnectionLog(el, Conn(), debug=True)
+    quiet.debug("not for this one")
+    loud.debug("websocket ping sent")
+    loud.info("info stays filtered")
+    text = read(f.path)
+    assert "not for this one" not in text and "info stays filtered" not in text
+    assert "[debug]" in text and "*7 websocket ping sent, client: 127.0.0.1" in text
