@@ -198,15 +198,17 @@ def push_head(spec: dict, i: int, hello: str, tag: str, size: int) -> tuple[tupl
 
 
 class HttpConn(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection with one request in flight."""
+    """One keep-alive HTTP/1.1 connection with one request in flight. A response that says
+    `Connection: close` (keepalive_requests reached) retires it; the driver opens a new one."""
 
-    __slots__ = ("driver", "ep", "tr", "buf")
+    __slots__ = ("driver", "ep", "tr", "buf", "retiring")
 
     def __init__(self, driver, ep):
         self.driver = driver
         self.ep = ep
         self.tr = None
         self.buf = b""
+        self.retiring = False
 
     def connection_made(self, tr):
         self.tr = tr
@@ -231,6 +233,8 @@ class HttpConn(asyncio.Protocol):
                 break
             status = int(buf[9:12])
             buf = buf[total:]
+            if b"onnection: close" in head or b"onnection: Close" in head:
+                self.retiring = True
             self.driver.on_response(self, status)
         self.buf = buf
 
@@ -249,7 +253,7 @@ class PushRun(Run):
         super().__init__(args)
         self.lat: list[int] = []
         self.delivered = self.misrouted = 0
-        self.sent = self.acked = self.inflight = self.conn_lost = 0
+        self.sent = self.acked = self.inflight = self.conn_lost = self.reconnects = 0
         self.status = Counter()
         self.deadline = 0
         self.lag: list[int] = []
@@ -280,6 +284,12 @@ class PushRun(Run):
         if 200 <= status < 300:
             self.acked += 1
         now = mono()
+        if conn.retiring:
+            conn.tr.close()
+            if now < self.deadline:
+                self.reconnects += 1
+                asyncio.ensure_future(self.replace(conn.ep))
+            return
         if now >= self.deadline:
             return
         ep = conn.ep
@@ -292,8 +302,22 @@ class PushRun(Run):
             self.free[ep].append(conn)
 
     def on_lost(self, conn):
-        if not self.closing:
+        if not self.closing and not conn.retiring:
             self.conn_lost += 1
+
+    async def replace(self, ep):
+        """A new connection for one the server retired; it carries on where that one stopped."""
+        _, c = await asyncio.get_running_loop().create_connection(lambda: HttpConn(self, ep), ep[0], ep[1])
+        self.conns.append(c)
+        if mono() >= self.deadline:
+            return
+        if self.rate == 0:
+            self.send(c, self.next_of(ep), mono())
+        elif self.backlog[ep]:
+            j, ts = self.backlog[ep].popleft()
+            self.send(c, j, ts)
+        else:
+            self.free[ep].append(c)
 
     async def prepare(self):
         a = self.args
@@ -373,7 +397,7 @@ class PushRun(Run):
         el = (mono() - t0) / 1e9
         return {"sent": self.sent, "acked": self.acked, "failed": self.sent - self.acked,
                 "http_status": {str(k): v for k, v in self.status.items()},
-                "http_conn_lost": self.conn_lost,
+                "http_conn_lost": self.conn_lost, "http_reconnects": self.reconnects,
                 "unsent_backlog": sum(len(b) for b in self.backlog.values()),
                 "delivered": self.delivered, "lost": self.acked - self.delivered,
                 "misrouted": self.misrouted, "send_window_s": round(send_s, 3), "elapsed_s": round(el, 3),
@@ -383,7 +407,8 @@ class PushRun(Run):
     def finish(self):
         self.closing = True
         for c in self.conns:
-            c.tr.close()
+            if not c.tr.is_closing():
+                c.tr.close()
 
 
 # ------------------------------------------------------------------ echo

@@ -180,6 +180,7 @@ events {{
 }}
 http {{
     access_log off;
+    keepalive_requests {keepalive_requests};
     server {{
         listen {host}:{port};
         location /ws {{
@@ -204,7 +205,8 @@ class Ngxws(Target):
             f.write(NGXWS_CONF.format(
                 workers=self.workers, tmp=self.tmp, host=HOST, port=self.port,
                 wconns=max(1024, NOFILE - 100), log_level=self.opts.get("log_level", "warn"),
-                ping=int(self.opts.get("ping", 300000)), idle=int(self.opts.get("idle", 360000))))
+                ping=int(self.opts.get("ping", 300000)), idle=int(self.opts.get("idle", 360000)),
+                keepalive_requests=int(self.opts.get("keepalive_requests", 1000000))))
 
     def expected_procs(self):
         return 1 + self.workers
