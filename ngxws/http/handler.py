@@ -326,9 +326,7 @@ class HttpConnection:
                     pass
             self.state = BODY
             conn.log.action = "reading client request body"
-            _stats.set_state(conn, "reading")
-            if not self.body_progress():
-                return
+            self.body_progress()
             return
         handler(r)
 
@@ -358,15 +356,18 @@ class HttpConnection:
             return False
         rev = self.conn.read
         if body is None:
+            if not rev.timer_set:
+                # the first wait for this body: nginx counts it as reading
+                _stats.set_state(self.conn, "reading")
             self.loop.add_timer(rev, r.loc.client_body_timeout)
             if not rev.active:
                 self.loop.update(self.conn, True, False)
             return False
         if rev.timer_set:
             self.loop.del_timer(rev)
+            _stats.set_state(self.conn, "writing")
         self.conn.log.action = None
         self.state = BUSY
-        _stats.set_state(self.conn, "writing")
         r.body = body
         r.loc.handler(r)
         return True

@@ -278,7 +278,8 @@ class HttpParser:
         target = ev.target.decode("latin-1")
         h.target = target
         h.http_version = b"1.0" if ev.http_version == b"1.0" else b"1.1"
-        h.request_line = "%s %s HTTP/%s" % (h.method, target, ev.http_version.decode("ascii"))
+        # nginx's $request: the line as it came
+        h.request_line = self.last_line
         host = ""
         if target[0] != "/":
             lower = target[:8].lower()
