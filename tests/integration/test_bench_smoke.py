@@ -35,7 +35,8 @@ def test_workload_runs_and_loses_nothing(workload):
     if kind == "push":
         assert r["delivered"] == r["acked"] == r["sent"] > 0
         assert r["lost"] == r["misrouted"] == r["failed"] == 0
-        assert r["connect"]["endpoints"] == 2, "one push port per worker"
+        # one push port per worker; which workers got subscribers is the kernel's choice
+        assert 1 <= r["connect"]["endpoints"] <= 2
     elif kind == "echo":
         assert r["msgs"] > 0 and r["unanswered"] == r["mismatched"] == 0
     elif kind == "handshakes":
