@@ -8,6 +8,8 @@ helper other modules use for listenings they open from code).
 import socket
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ngxws.core.connection import ConnectionPool
 from ngxws.core.log import DEBUG, ErrorLog
@@ -256,3 +258,50 @@ def test_bad_request_closes_without_traceback(harness):
     assert out.startswith(b"HTTP/1.1 400 Bad Request\r\n")
     assert "Traceback" not in h.sink.text()
     assert conn.closed
+
+
+def test_send_timeout_closes_a_client_that_does_not_read(harness):
+    big = b"x" * (32 << 20)
+
+    def flood(r):
+        r.send_response(200, [(b"Content-Type", b"application/octet-stream")], big)
+    h = harness({"/big": flood}, send_timeout=3000)
+    c, conn = h.connect()
+    c.sendall(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+    h.spin(lambda: conn.write.timer_set)
+    assert conn.write.active and conn.data.out
+    h.advance(2000)
+    assert not conn.closed
+    h.advance(1500)
+    assert conn.closed
+    assert "client timed out (110: Connection timed out) while sending response to client" in h.sink.text()
+
+
+REQS = [
+    b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+    b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nde\r\n0\r\n\r\n",
+    b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"POST /echo HTTP/1.0\nConnection: keep-alive\nContent-Length: 1\n\nz",
+]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from(range(len(REQS))), min_size=1, max_size=5), st.data())
+def test_requests_split_anywhere_answered_in_order(which, data):
+    stream = b"".join(REQS[i] for i in which)
+    cuts = sorted(set(data.draw(st.lists(st.integers(1, len(stream) - 1), max_size=6))))
+    expected = [{0: b"abc", 1: b"de", 2: b"", 3: b"z"}[i] for i in which]
+    h = Harness({"/echo": echo})
+    try:
+        c, conn = h.connect()
+        last = 0
+        for cut in cuts + [len(stream)]:
+            c.sendall(stream[last:cut])
+            last = cut
+            h.spin(lambda: False, 2)
+        out = h.read(c, lambda b: b.count(b"HTTP/1.1 200") == len(which) and b.endswith(expected[-1]))
+        bodies = [part.split(b"\r\n\r\n", 1)[1] for part in out.split(b"HTTP/1.1 200 OK\r\n")[1:]]
+        assert bodies == expected
+        assert not conn.closed
+    finally:
+        h.close()

@@ -213,3 +213,62 @@ def check_against_nginx(port=18090):   # pragma: no cover - run by hand with ngi
     finally:
         proc.terminate()
         proc.wait()
+
+
+def build(tmp_path, http):
+    (tmp_path / "logs").mkdir(exist_ok=True)
+    conf = tmp_path / "nginx.conf"
+    conf.write_text("events {}\nhttp {\naccess_log off;\n%s\n}\n" % http)
+    return Cycle.build(str(tmp_path) + "/", str(conf), MODULES, test_only=True)
+
+
+@pytest.mark.parametrize("http,message", [
+    ("server { listen 127.0.0.1:8080; listen 127.0.0.1:8080; }", "a duplicate listen 127.0.0.1:8080"),
+    ("server { listen 127.0.0.1:8080 default_server; } server { listen 127.0.0.1:8080 default_server; }",
+     "a duplicate default server for 127.0.0.1:8080"),
+    ("server { listen 127.0.0.1:8080 backlog=10; } server { listen 127.0.0.1:8080 backlog=20; }",
+     "duplicate listen options for 127.0.0.1:8080"),
+    ("server { listen 127.0.0.1:99999; }", 'invalid port in "127.0.0.1:99999" of the "listen" directive'),
+    ("server { listen 8080 foo; }", 'invalid parameter "foo"'),
+    ("server { listen [::1:8080; }", 'invalid IPv6 address in "[::1:8080" of the "listen" directive'),
+    ("server { location /a { location /b { } } }", 'location "/b" is outside location "/a"'),
+    ("server { location = /a { location /a/b { } } }", 'location "/a/b" cannot be inside the exact location "/a"'),
+    ("server { location /a { location @n { } } }", 'named location "@n" can be on the server level only'),
+    ("server { location /a { } location /a { } }", 'duplicate location "/a"'),
+    ("server { location ~ ( { } }", "pcre2_compile() failed"),
+    ("server { location ! /a { } }", 'invalid location modifier "!"'),
+    ("server { return 9999; }", 'invalid return code "9999"'),
+    ("server { return /x; }", 'invalid return code "/x"'),
+    ("server { add_header X 1 sometimes; }", 'invalid parameter "sometimes"'),
+    ("server { allow 10.0.0.300; }", 'invalid parameter "10.0.0.300"'),
+    ("server { server_name a*b; }", 'invalid server name or wildcard "a*b"'),
+    ("large_client_header_buffers 0 8k;", 'invalid value "0"'),
+    ("keepalive_timeout x;", '"keepalive_timeout" directive invalid value'),
+    ("server { listen 8080; } location / { }", '"location" directive is not allowed here'),
+])
+def test_config_errors_in_nginx_words(tmp_path, http, message):
+    from ngxws.core.directives import ConfigError
+    with pytest.raises(ConfigError) as info:
+        build(tmp_path, http)
+    assert message in str(info.value)
+    assert "nginx.conf:" in str(info.value)
+
+
+def test_merge_inherits_http_to_location(tmp_path):
+    cycle = build(tmp_path, """
+        client_max_body_size 5k; server_tokens off; keepalive_timeout 10s 8s;
+        server { listen 127.0.0.1:8080; client_header_timeout 7s;
+                 location /a { client_max_body_size 1m; location /a/b { } }
+                 location /c { add_header X 1; allow 127.0.0.1; deny all; } }
+    """)
+    srv = cycle.conf("http").http.servers[0]
+    assert srv.client_header_timeout == 7000 and srv.large_client_header_buffers == (4, 8192)
+    a, _ = srv.locations.find("/a")
+    ab, _ = srv.locations.find("/a/b")
+    c, _ = srv.locations.find("/c")
+    assert (srv.loc.client_max_body_size, a.client_max_body_size, ab.client_max_body_size) == (5120, 1 << 20,
+                                                                                             1 << 20)
+    assert a.server_tokens is False and a.keepalive_timeout == 10000 and a.keepalive_header == 8
+    assert a.root == str(tmp_path / "html") and a.index == ["index.html"]
+    assert [h[0] for h in c.add_headers] == [b"X"] and a.add_headers == []
+    assert [allow for _, allow in c.access] == [True, False] and a.access == []
