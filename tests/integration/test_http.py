@@ -240,7 +240,8 @@ def test_keepalive_requests_and_timeout(site):
 
 
 def test_slowloris_closed_at_client_header_timeout(site):
-    srv = site(http=SITE.replace("listen 127.0.0.1:0;", "listen 127.0.0.1:0;\n client_header_timeout 1s;"))
+    srv = site(http=SITE.replace("listen 127.0.0.1:0;", "listen 127.0.0.1:0;\n client_header_timeout 1s;"),
+               http_main="access_log {prefix}/access.log;")
     port = srv.port()
     slow = connect(port)
     slow.settimeout(0.05)
@@ -274,6 +275,10 @@ def test_slowloris_closed_at_client_header_timeout(site):
     assert served >= 2
     srv.wait_log(r"\[info\] .*client timed out \(110: Connection timed out\) while reading client request "
                  r"(line|headers), client: 127\.0\.0\.1")
+    # the access log has the 408 (nginx logs it, and sends nothing)
+    access = os.path.join(srv.prefix, "access.log")
+    wait_for(lambda: os.path.exists(access) and re.search(r'" 408 0 "-" "-"', open(access).read()),
+             what="408 in the access log")
 
 
 def _rss_kb(pid):
