@@ -5,7 +5,7 @@
 Runs the workload as the suite does, attaches `py-spy record` to every worker for the measured
 window, and writes results/profiles/<workload>-<target>.{raw,txt}: the collapsed stacks and a
 summary (self time and inclusive time per function, in % of the samples in which the worker was
-running). py-spy slows the worker down a little (it stops it to sample); compare the timings of
+running; the collapsed stacks too with --keep-raw). py-spy slows the worker down a little (it stops it to sample); compare the timings of
 the suite, not of a profiled run.
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 
 from .run import RESULTS, headline, run_one
@@ -65,18 +66,20 @@ def main(argv=None) -> int:
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     ap.add_argument("--out", default=os.path.join(RESULTS, "profiles"))
+    ap.add_argument("--keep-raw", action="store_true", help="keep py-spy's collapsed stacks beside the summary")
     a = ap.parse_args(argv)
     spy = shutil.which("py-spy")
     if not spy:
         ap.error("py-spy is not installed (pip install py-spy)")
     os.makedirs(a.out, exist_ok=True)
     base = os.path.join(a.out, f"{a.workload}-{a.target}")
+    rawbase = base if a.keep_raw else os.path.join(tempfile.mkdtemp(prefix="bench-prof-"), "p")
     spies, raws = [], []
 
     def on_go(target, pids):
         workers = pids[1:] if len(pids) > 1 else pids  # not the master: it sleeps on signals
         for k, pid in enumerate(workers):
-            raw = f"{base}.w{k}.raw"
+            raw = f"{rawbase}.w{k}.raw"
             raws.append(raw)
             spies.append(subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(int(a.duration)),
                                            "-r", str(a.rate), "--nonblocking", "-f", "raw", "-o", raw],
