@@ -169,6 +169,13 @@ class HttpConnection:
         if state == BODY:
             self.body_progress()
             return
+        if state == BUSY:
+            # a request is being answered (perhaps later, by a backend): keep what comes
+            # (pipelined requests, a WebSocket's first frames) but only so much of it
+            parser = self.parser
+            if parser.buffered > parser.max_head + RECV_SIZE:
+                self.loop.update(self.conn, False, self.conn.write.active)
+            return
         self.process()
 
     def eof(self):

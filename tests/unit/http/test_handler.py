@@ -305,3 +305,30 @@ def test_requests_split_anywhere_answered_in_order(which, data):
         assert not conn.closed
     finally:
         h.close()
+
+
+def test_reading_stops_while_a_slow_handler_holds_the_request(harness):
+    pending = []
+
+    def later(r):
+        pending.append(r)      # answered from another event, as a backend would
+    h = harness({"/later": later, "/echo": echo})
+    c, conn = h.connect()
+    c.sendall(b"GET /later HTTP/1.1\r\nHost: a\r\n\r\n")
+    h.spin(lambda: pending)
+    c.setblocking(False)
+    sent = 0
+    for _ in range(400):
+        try:
+            sent += c.send(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx" * 200)
+        except BlockingIOError:
+            pass
+        h.spin(lambda: False, 1)
+    parser = conn.data.parser
+    assert not conn.read.active
+    assert parser.buffered <= parser.max_head + 2 * 65536
+    assert sent > parser.buffered + 65536     # the rest waits in the kernel: TCP flow control
+    pending[0].send_response(200, (), b"done")
+    assert conn.read.active
+    out = h.read(c, lambda b: b.count(b"\r\n\r\nx") >= 50, n=500)
+    assert out.startswith(b"HTTP/1.1 200 OK") and b"\r\n\r\ndone" in out
