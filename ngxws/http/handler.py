@@ -163,6 +163,8 @@ class HttpConnection:
         if state == WAITING:
             self.state = READING
             self.conn.log.action = "reading client request line"
+            # nginx counts a request at its first byte
+            _stats.on_request()
             _stats.set_state(self.conn, "reading")
             # nginx: one client_header_timeout for the whole head
             self.loop.add_timer(self.conn.read, self.srv.client_header_timeout)
@@ -254,6 +256,7 @@ class HttpConnection:
                 if head is None:
                     if parser.buffered and self.state == WAITING:
                         self.state = READING
+                        _stats.on_request()
                         _stats.set_state(self.conn, "reading")
                         self.loop.add_timer(self.conn.read, self.srv.client_header_timeout)
                     return
@@ -270,7 +273,6 @@ class HttpConnection:
         if rev.timer_set:
             loop.del_timer(rev)
         conn.requests += 1
-        _stats.on_request()
         _stats.set_state(conn, "writing")
         self.state = BUSY
         self.keepalive = False
@@ -420,7 +422,6 @@ class HttpConnection:
         if r is None or in_head:
             if in_head:
                 conn.requests += 1
-                _stats.on_request()
             head = Head()
             head.request_line = self.parser.last_line
             r = Request(self, conn, head, self.srv)
@@ -695,6 +696,7 @@ class HttpConnection:
         if self.parser.buffered or self.parser.body_pending:
             if self.parser.buffered:
                 self.state = READING
+                _stats.on_request()
                 _stats.set_state(conn, "reading")
                 self.loop.add_timer(conn.read, self.srv.client_header_timeout)
             if not self.processing:
