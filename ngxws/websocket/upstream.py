@@ -58,6 +58,7 @@ from ..core.directives import (UNSET, Args, ConfigError, Ctx, Directive, Slot, m
 from ..core.loop import Event
 from ..http.client import HttpClient, URLError, header_block, parse_url
 from ..http.module import HttpModule
+from ..http.variables import compile_complex
 from . import wsoh
 from .wsoh import BINARY, CLOSE, CONTENT_TYPE_BYTES, DISCONNECT, OPEN, PING, PONG, TEXT, EventsError
 
@@ -125,14 +126,20 @@ def _set_pass(cf, node, conf):
 
 def _set_header(cf, node, conf):
     name, value = node.args
-    pair = (name.lower().encode("latin-1", "replace"), value.encode("latin-1", "replace"))
+    bname = name.lower().encode("latin-1", "replace")
+    if "$" in value:
+        # variables ($remote_addr, $http_x, $cookie_x, ...) are rendered once per client, at OPEN
+        rendered = compile_complex(value)
+        check = b"x"
+    else:
+        rendered = check = value.encode("utf-8")
     try:
-        header_block([pair])
+        header_block([(bname, check)])
     except ValueError:
         raise ConfigError('invalid header "%s" in "websocket_pass_header" directive' % name) from None
     if conf.headers is UNSET:
         conf.headers = []
-    conf.headers.append(pair)
+    conf.headers.append((bname, rendered))
 
 
 def _set_queue_size(cf, node, conf):
@@ -279,7 +286,13 @@ class UpstreamSession:
         push_urls = session.push_urls
         if push_urls:
             headers.append((PUSH_URL_HEADER, push_urls.encode("latin-1")))
-        headers.extend(conf.headers)
+        for name, value in conf.headers:
+            if value.__class__ is not bytes:
+                value = value(request).encode("latin-1", "replace")
+                if not value or b"\r" in value or b"\n" in value or b"\0" in value:
+                    # as proxy_set_header: an empty value sends no header
+                    continue
+            headers.append((name, value))
         #: the header lines sent with every request, serialised once: the client's headers were
         #: checked by the HTTP parser, the configured ones when the configuration was read
         self.headers = b"".join([n + b": " + v + b"\r\n" for n, v in headers])

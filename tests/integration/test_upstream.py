@@ -67,7 +67,8 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             SEEN.append((self.path, self.headers.get("Connection-Id"), self.headers.get("Meta-User"),
                          self.headers.get("Push-Url"),
-                         [(n, c.decode("latin-1") if c is not None else None) for n, c in events]))
+                         [(n, c.decode("latin-1") if c is not None else None) for n, c in events],
+                         {k: self.headers.get(k) for k in ("X-Real-IP", "X-Secret", "X-Empty")}))
         if self.path.startswith("/slow"):
             time.sleep(2)
         out, headers = b"", {}
@@ -279,6 +280,7 @@ def run_t(tmp_path, location_body):
     ("websocket_pass_queue_size 0;", '"websocket_pass_queue_size" directive invalid value'),
     ("websocket_pass_header X-A;", 'invalid number of arguments in "websocket_pass_header" directive'),
     ('websocket_pass_header "X A" b;', 'invalid header "X A" in "websocket_pass_header" directive'),
+    ("websocket_pass_header X-A $no_such_variable;", 'unknown "no_such_variable" variable'),
 ])
 def test_config_errors(tmp_path, body, message):
     r, conf = run_t(tmp_path, body)
@@ -301,7 +303,9 @@ def test_config_ok(tmp_path):
 @needs_websocket
 def test_open_accepted_with_backend_headers(ngxws_server, backends):
     b = backends()
-    srv = gateway(ngxws_server, b.port)
+    srv = gateway(ngxws_server, b.port, "websocket_pass_header X-Real-IP $remote_addr; "
+                                        "websocket_pass_header X-Secret s3; "
+                                        "websocket_pass_header X-Empty $http_x_nothing;")
     ws, push_url = connect(srv.port(), subprotocols=["superchat", "chat"])
     assert ws.recv() == "welcome alice"
     assert ws.getsubprotocol() == "chat"
@@ -312,6 +316,7 @@ def test_open_accepted_with_backend_headers(ngxws_server, backends):
     assert opened and opened[0][0] == "/events"
     assert opened[0][3] == push_url, "the backend learns the client's push URL at OPEN"
     assert opened[0][1] == push_url.split("//")[1].split("@")[0], "Connection-Id is the session id"
+    assert opened[0][5] == {"X-Real-IP": "127.0.0.1", "X-Secret": "s3", "X-Empty": None}
 
 
 @needs_websocket
