@@ -524,3 +524,29 @@ def test_quit_tells_the_backend(ngxws_server, backends):
     srv.proc.wait(15)
     closes = [s[4][-1] for s in b.seen() if s[1] == cid and s[4][-1][0] == "CLOSE"]
     assert closes == [["CLOSE", "\x03\xe9"]]
+
+
+@needs_websocket
+def test_unix_socket_backend(ngxws_server, backends, tmp_path):
+    path = str(tmp_path / "backend.sock")
+    script = BACKEND.replace('''srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)''', """
+import socketserver
+class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+srv = UnixServer(%r, Handler)
+srv.server_address = ("unix", 0)""" % path)
+    b = backends(script)
+    srv = ngxws_server(http="""
+    server {
+        listen 127.0.0.1:0;
+        location /ws {
+            websocket;
+            websocket_pass unix:%s:/over-unix;
+        }
+    }
+    """ % path, workers=1)
+    ws, _ = connect(srv.port())
+    assert ws.recv() == "welcome alice"
+    ws.send("via unix")
+    assert ws.recv() == "echo:via unix"
+    ws.close()
