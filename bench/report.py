@@ -9,7 +9,7 @@ import os
 import statistics
 import sys
 
-from .run import WORKLOADS
+from .run import RESULTS, WORKLOADS
 
 LAT = [("p50 ms", "latency_ms.p50"), ("p99 ms", "latency_ms.p99")]
 LOSS = ("lost / misrouted / failed", "_loss")
@@ -184,6 +184,53 @@ def targets_table(doc) -> list[str]:
             "| target | measured | goal | met |", "|---|---|---|---|"] + rows + [""]
 
 
+SUMMARY = [("push_max delivered/s", "push_max", "delivered_per_s"),
+           ("push µs/push", "push_max", "server_us_per_push"),
+           ("push_2000 p99 ms", "push_2000", "latency_ms.p99"),
+           ("hold_10k PSS KiB/conn", "hold_10k", "pss_per_conn_kib"),
+           ("hold_36k idle CPU%", "hold_36k", "idle.server_cpu_pct"),
+           ("echo ping-pong msgs/s", "echo_pingpong", "msgs_per_s"),
+           ("echo µs/msg", "echo_pingpong", "server_us_per_msg"),
+           ("echo window 8 msgs/s", "echo_window8", "msgs_per_s"),
+           ("handshakes/s", "handshakes", "handshakes_per_s")]
+
+
+def summary(doc) -> str:
+    """One row per target, the headline figure of each workload (README)."""
+    g = grouped(doc)
+    labels = []
+    for by_target in g.values():
+        labels += [lb for lb in by_target if lb not in labels]
+    cols = [c for c in SUMMARY if c[1] in g]
+    lines = ["| target | " + " | ".join(c[0] for c in cols) + " |", "|---|" + "---|" * len(cols)]
+    for lb in sorted(labels, key=lambda x: (not x.startswith("ngxws"), x)):
+        cells = [fmt(median_of(g[w].get(lb, []), p)) for _, w, p in cols]
+        name = f"**{lb}**" if lb.startswith("ngxws") else lb
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    env = doc["env"]
+    head = (f"Run {doc['stamp']} on {env['machine']}, Python {env['python']}, ngxws at "
+            f"{env['ngxws_commit']}; {doc['duration']:g} s per run, {doc['reps']} repetition(s)"
+            + (f", connection counts x{doc['scale']:g}" if doc["scale"] != 1 else "") + ". "
+            "µs = server CPU per operation (master + workers). '-': not applicable or failed.")
+    return head + "\n\n" + "\n".join(lines) + "\n\n" + "\n".join(targets_table(doc)[2:]) + "\n"
+
+
+def update_readme(doc, readme: str) -> bool:
+    """Replace the text between the latest-results markers of bench/README.md."""
+    begin, end = "<!-- latest:begin -->", "<!-- latest:end -->"
+    try:
+        with open(readme) as f:
+            text = f.read()
+    except OSError:
+        return False
+    i, j = text.find(begin), text.find(end)
+    if i < 0 or j < i:
+        return False
+    with open(readme, "w") as f:
+        f.write(text[:i + len(begin)] + "\n" + summary(doc) + text[j:])
+    return True
+
+
 def chart(doc, path: str) -> str | None:
     try:
         import matplotlib
@@ -231,6 +278,8 @@ def write(doc, out_dir: str) -> None:
     if p:
         import shutil
         shutil.copyfile(p, os.path.join(out_dir, "latest.png"))
+    if os.path.abspath(out_dir) == os.path.abspath(RESULTS):
+        update_readme(doc, os.path.join(os.path.dirname(RESULTS), "README.md"))
 
 
 def main(argv=None) -> int:
