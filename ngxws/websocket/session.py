@@ -264,15 +264,20 @@ class Session:
             if self.state is LINGERING:
                 self._shutdown_write()
                 return
-            if self.paused:
+            resume = self.paused
+            if resume:
                 self.paused = False
                 reading = True
             self.loc.loop.update(conn, reading, False)
         else:
-            if self.paused and self.queued <= self.loc.send_buffer_size:
+            resume = self.paused and self.queued <= self.loc.send_buffer_size
+            if resume:
                 self.paused = False
                 reading = True
             self.loc.loop.update(conn, reading, True)
+        if resume and self.state is OPEN:
+            # frames that arrived while paused wait, parsed or not, in wsproto's buffer
+            self._process()
 
     # -- input --------------------------------------------------------------------------------
 
@@ -282,6 +287,10 @@ class Session:
             cls = type(event)
             if cls is TextMessage or cls is BytesMessage:
                 self._on_data(event)
+                if self.paused:
+                    # Leave the rest in wsproto's buffer: parsing is lazy, so nothing is lost,
+                    # and the queue stays within one message of the mark.
+                    return
             elif cls is Ping:
                 if ws.state is _OPEN:
                     self._queue(ws.send(Pong(payload=event.payload)))

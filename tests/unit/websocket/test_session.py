@@ -249,6 +249,41 @@ def test_push_and_slow_client():
     assert len(got) == statuses.count(204)
 
 
+def test_echo_back_pressure():
+    h = Harness(send_buffer_size=3000)
+    h.events()
+    h.conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    h.peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    wire = b"".join(h.client.send(TextMessage("%04d" % i + "e" * 996)) for i in range(200))
+    sent = 0
+    h.peer.setblocking(False)
+    while sent < len(wire):
+        try:
+            sent += h.peer.send(wire[sent:sent + 65536])
+        except BlockingIOError:
+            pass
+        h.spin(1)
+        # never more than one message (1004 bytes framed) over the mark
+        assert h.session.queued <= 3000 + 1004
+        if h.session.paused:
+            break
+    assert h.session.paused
+    h.peer.setblocking(True)
+    h.peer.settimeout(2)
+    got = []
+    while len(got) < 200:
+        if sent < len(wire):
+            h.peer.setblocking(False)
+            try:
+                sent += h.peer.send(wire[sent:sent + 65536])
+            except BlockingIOError:
+                pass
+            h.peer.settimeout(2)
+        got.extend(h.events(1))
+        assert h.session.queued <= 3000 + 1004
+    assert [e.data[:4] for e in got] == ["%04d" % i for i in range(200)]
+
+
 def test_slow_client_close_policy():
     h = Harness(send_buffer_size=1000, slow_client="close")
     h.events()
