@@ -513,3 +513,45 @@ def test_quit_sends_1001(ngxws_server):
     assert c.eof(timeout=10)
     c.close()
     srv.proc.wait(15)
+
+
+def test_ipv6_push_url_in_brackets(ngxws_server):
+    srv = ngxws_server(http="""
+    server {
+        listen [::1]:0;
+        location /ws { websocket; }
+    }""")
+    port = int(srv.listening()[0].rsplit(":", 1)[1])
+    ws = websocket.create_connection("ws://[::1]:%d/ws" % port, timeout=5)
+    url = ws.recv()
+    m = URL_RX.match(url)
+    assert m and m.group(2) == "[::1]", url
+    assert push(url, "over v6") == 204
+    assert ws.recv() == "over v6"
+    ws.close()
+
+
+def test_push_host_and_wildcard_listen(ngxws_server):
+    srv = ngxws_server(http="""
+    server {
+        listen 127.0.0.1:0;
+        websocket_push_listen 0.0.0.0:0;
+        location /all { websocket; }
+    }
+    server {
+        listen 127.0.0.2:0;
+        websocket_push_host push.example;
+        location /named { websocket; }
+    }""")
+    ws = websocket.create_connection("ws://127.0.0.1:%d/all" % srv.port(0), timeout=5)
+    urls = ws.recv().split(",")
+    hosts = [re.match(r"http://[^@]+@([^/]+):\d+/all$", u).group(1) for u in urls]
+    assert "127.0.0.1" in hosts and len(hosts) == len(set(hosts))
+    loopback = [u for u in urls if "@127.0.0.1:" in u][0]
+    assert push(loopback, "via wildcard") == 204
+    assert ws.recv() == "via wildcard"
+    ws.close()
+    ws = websocket.create_connection("ws://127.0.0.2:%d/named" % srv.port(1), timeout=5)
+    (url,) = ws.recv().split(",")
+    assert re.match(r"^http://[A-Za-z0-9_-]{22}@push\.example:\d+/named$", url), url
+    ws.close()
