@@ -355,3 +355,11 @@ def test_split_anywhere(messages, cuts):
     assert [e.data for e in got] == messages
     h.peer.close()
     h.spin()
+
+
+def test_direct_send_matches_wsproto_send():
+    # session.send_message() calls wsproto's frame layer directly; it must stay byte-identical
+    ws = Connection(ConnectionType.SERVER)
+    for data in ("text é", b"\x00bin", "x" * 70000, b""):
+        event = TextMessage(data) if isinstance(data, str) else BytesMessage(data)
+        assert ws._proto.send_data(data, True) == ws.send(event)
