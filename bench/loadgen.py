@@ -139,7 +139,10 @@ class Run:
                     _, cl = await asyncio.wait_for(ws_connect(
                         lambda: self.make_client(i), self.url(i), enable_auto_pong=False,
                         websocket_handshake_timeout=timeout, read_buffer_init_size=1024, **kw), timeout)
-                    slots[k] = cl
+                    if cl is None or cl.tr is None or cl.gone:
+                        errors["connected, then gone before the hold began"] += 1
+                    else:
+                        slots[k] = cl
                 except Exception as e:  # noqa: BLE001 - every failure kind is reported, by kind
                     errors[f"{type(e).__name__}: {e}"[:120]] += 1
 
