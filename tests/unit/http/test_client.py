@@ -428,3 +428,138 @@ def test_trusted_header_block(env, server):
     client.request(b"POST", b"/", b"x-test: block\r\n", b"b", handler)
     env.run_until(lambda: done)
     assert done[0].header(b"x-echo") == b"block"
+
+
+# -- parse_head against h11, the oracle ----------------------------------------------------------
+
+import h11  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings, strategies as st  # noqa: E402
+
+from ngxws.http.client import FALLBACK, MAX_HEAD_SIZE, parse_head  # noqa: E402
+
+
+def h11_parse(data):
+    """What h11 makes of ``data`` as the answer to a POST: "error", "incomplete" or a tuple."""
+    h = h11.Connection(h11.CLIENT)
+    h.send(h11.Request(method=b"POST", target=b"/", headers=[(b"host", b"x"), (b"content-length", b"0")]))
+    h.send(h11.EndOfMessage())
+    if data:  # an empty receive_data() means EOF to h11
+        h.receive_data(data)
+    status = headers = None
+    body = b""
+    try:
+        while True:
+            ev = h.next_event()
+            if ev is h11.NEED_DATA or ev is h11.PAUSED:
+                return "incomplete"
+            if type(ev) is h11.Response:
+                status, headers = ev.status_code, list(ev.headers)
+            elif type(ev) is h11.Data:
+                body += ev.data
+            elif type(ev) is h11.EndOfMessage:
+                return status, headers, body, h.their_state is h11.DONE
+    except h11.RemoteProtocolError:
+        return "error"
+
+
+def ours(data):
+    head = parse_head(data)
+    if head is None or head is FALLBACK:
+        return head
+    status, headers, length, keep_alive, size = head
+    assert headers.raw_items() and len(headers.raw_items()) == len(headers) or not headers
+    if len(data) < size + length:
+        return "incomplete"
+    return status, list(headers), data[size:size + length], keep_alive, len(data) > size + length
+
+
+def check_against_h11(data):
+    mine = ours(data)
+    if mine is FALLBACK:
+        return
+    theirs = h11_parse(data)
+    if mine is None or mine == "incomplete":
+        assert theirs == "incomplete", (data, theirs)
+        return
+    status, headers, body, keep_alive, extra = mine
+    assert theirs not in ("error", "incomplete"), (data, theirs)
+    assert (status, headers, body) == theirs[:3], data
+    if not extra:
+        assert keep_alive == theirs[3], data
+    # whatever part of it arrives first, the answer is "not yet", never another response
+    complete = len(data) - (len(data) - parse_head(data)[4] - parse_head(data)[2])
+    for cut in range(complete):
+        assert ours(data[:cut]) in (None, "incomplete"), (data, cut)
+
+
+names = st.sampled_from([b"Content-Length", b"content-length", b"Transfer-Encoding", b"Connection",
+                         b"X-A", b"Set-Meta-User", b"X A", b"", b"X:A", b"X\x7fA", b"\xe9"])
+values = st.sampled_from([b"close", b"keep-alive", b"Keep-Alive, close", b"0", b"5", b"005", b" 5 ",
+                          b"5, 5", b"-1", b"chunked", b"", b"a  b", b"\tx\t", b"\x80\xff", b"a\x7fb",
+                          b"a\x00b", b"99999999999999999999"]) | st.binary(max_size=8)
+seps = st.sampled_from([b":", b": ", b":\t", b" :", b":  "])
+eols = st.sampled_from([b"\r\n"] * 6 + [b"\n", b"\r"])
+header = st.tuples(names, seps, values, eols).map(lambda t: t[0] + t[1] + t[2] + t[3])
+status_line = st.tuples(
+    st.sampled_from([b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"http/1.1", b"HTTP/1.1 "]),
+    st.sampled_from([b" "] * 5 + [b"", b"  ", b"\t"]),
+    st.sampled_from([b"200", b"201", b"403", b"500", b"204", b"304", b"100", b"101", b"999", b"099",
+                     b"20", b"2000"]),
+    st.sampled_from([b" OK", b" ", b"", b" Not\tFound", b" \x80\xff", b" a\x7f", b" x\x00"]),
+    eols,
+).map(b"".join)
+response = st.tuples(status_line, st.lists(header, max_size=5), eols, st.binary(max_size=12)).map(
+    lambda t: t[0] + b"".join(t[1]) + t[2] + t[3])
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(response)
+@example(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+@example(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nConnection: close\r\n\r\n")
+@example(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A:  a b \r\n\r\nhiEXTRA")
+def test_parse_head_agrees_with_h11(data):
+    check_against_h11(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=80))
+def test_parse_head_agrees_with_h11_on_any_bytes(data):
+    check_against_h11(b"HTTP/1.1 200 OK\r\n" + data)
+    check_against_h11(data)
+
+
+def test_parse_head_common_and_fallback_cases():
+    status, headers, length, keep, size = parse_head(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/websocket-events\r\nSet-Meta-User: al ice\r\n"
+        b"Content-Length: 6\r\n\r\nOPEN\r\n")
+    assert (status, length, keep) == (200, 6, True)
+    assert list(headers) == [(b"content-type", b"application/websocket-events"),
+                             (b"set-meta-user", b"al ice"), (b"content-length", b"6")]
+    assert headers.raw_items()[1] == (b"Set-Meta-User", b"al ice")
+    assert parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")[3] is False
+    for head in [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                 b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+                 b"HTTP/1.1 100 Continue\r\n\r\n",
+                 b"HTTP/1.1 204 No Content\r\n\r\n",
+                 b"HTTP/1.1 200 OK\r\n\r\n",
+                 b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n",
+                 b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+                 b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n",
+                 b"HTTP/1.1 200 OK\r\n" + b"X: " + b"a" * MAX_HEAD_SIZE + b"\r\n\r\n"]:
+        assert parse_head(head) is FALLBACK, head
+    assert parse_head(b"HTTP/1.1 200 OK\r\nContent-Le") is None
+
+
+def test_chunked_response_goes_through_h11(env):
+    def script(s):
+        read_request(s)
+        s.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+
+    ls = raw_server(script)
+    client = env.client("http://127.0.0.1:%d/" % ls.getsockname()[1])
+    done, handler = collect()
+    client.request(b"POST", b"/", [], b"", handler)
+    env.run_until(lambda: done)
+    assert done[0].status == 200 and done[0].response_body == b"abc"
+    assert client.idle == [], "a connection h11 read is not reused"
+    ls.close()
