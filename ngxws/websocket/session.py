@@ -91,7 +91,7 @@ class Location:
     """What sessions of one `websocket` location share in a worker (one object, many sessions)."""
 
     __slots__ = ("conf", "loop", "log", "ping_interval", "idle_interval", "max_message_size",
-                 "send_buffer_size", "slow_close", "push_prefixes", "path", "name")
+                 "send_buffer_size", "slow_close", "push_prefixes", "path")
 
     def __init__(self, conf, loop, log=None, path="/"):
         self.conf = conf
@@ -106,7 +106,6 @@ class Location:
         self.push_prefixes = ()
         #: the location's URI as it appears in push URLs
         self.path = path
-        self.name = path
 
     def push_urls(self, sid: str, path: str | None = None) -> str:
         path = path or self.path
@@ -159,7 +158,7 @@ class Session:
         conn.read.handler = ws_read_handler
         conn.write.handler = ws_write_handler
         if conn.log is not None:
-            conn.log.action = "websocket"
+            conn.log.action = "serving websocket"
         self.ws = WsConnection(ConnectionType.SERVER, extensions)
         REGISTRY[self.id] = self
         now = loop.now_ms
