@@ -243,7 +243,7 @@ class ClientRequest:
 
     __slots__ = ("client", "method", "target", "headers", "body", "handler", "data", "log",
                  "status", "response_headers", "response_body", "error", "retryable",
-                 "_peer", "_done", "_reused_retry")
+                 "_peer", "_done", "_reused_retry", "_addr_tries")
 
     def __init__(self, client, method, target, headers, body, handler, data, log):
         self.client = client
@@ -266,6 +266,8 @@ class ClientRequest:
         self._peer = None
         self._done = False
         self._reused_retry = False
+        #: addresses tried after the first failed, for this request
+        self._addr_tries = 0
 
     def header(self, name):
         """The first response header ``name`` (lower-case bytes), or None."""
@@ -661,6 +663,12 @@ class HttpClient:
             # the next connection tries the next address
             self._next_addr += 1
         if req._done:
+            return
+        if connecting and req._addr_tries + 1 < len(self.url.addrs):
+            # a name with several addresses: try the next one now (nginx's next upstream)
+            req._addr_tries += 1
+            req.log.warn("%s, upstream: \"%s\", trying the next address", error, self.url.name)
+            self._connect(req)
             return
         if stale and peer.reused and not peer.got_any and not req._reused_retry:
             # the backend closed an idle connection as we picked it: once more, on a new one

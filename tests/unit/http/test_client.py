@@ -563,3 +563,26 @@ def test_chunked_response_goes_through_h11(env):
     assert done[0].status == 200 and done[0].response_body == b"abc"
     assert client.idle == [], "a connection h11 read is not reused"
     ls.close()
+
+
+def test_next_address_is_tried_at_once(env, server):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    dead = s.getsockname()[1]
+    s.close()
+    port = server.server_address[1]
+
+    def resolver(host, p, family, type_):
+        return [(socket.AF_INET, type_, 6, "", ("127.0.0.1", dead)),
+                (socket.AF_INET, type_, 6, "", ("127.0.0.1", port))]
+
+    client = HttpClient(env.loop, env.pool, parse_url("http://backend/", resolve=resolver), env.log)
+    done, handler = collect()
+    client.request(b"POST", b"/", [], b"ok", handler)
+    env.run_until(lambda: done)
+    assert done[0].status == 200 and done[0].response_body == b"ok"
+    assert any("[warn]" in line and "trying the next address" in line for line in env.sink.lines)
+    done.clear()
+    client.request(b"POST", b"/", [], b"again", handler)
+    env.run_until(lambda: done)
+    assert done[0].status == 200
