@@ -114,7 +114,7 @@ def markdown(doc) -> str:
              "the server tree's CPU time (master + workers, user + system) over the measured window divided "
              "by the operations; the load generator's own CPU is shown beside it; 'other CPU%' is what the rest "
              "of the machine used during the window (200 = both cores busy elsewhere): a run with a high "
-             "one is noisy, compare its µs/op rather than its rates.", ""]
+             "one is noisy, compare its µs/op rather than its rates. " + noise(doc), ""]
     lines += targets_table(doc)
     for wid, by_target in grouped(doc).items():
         cols = COLUMNS[wid]
@@ -211,8 +211,20 @@ def summary(doc) -> str:
     head = (f"Run {doc['stamp']} on {env['machine']}, Python {env['python']}, ngxws at "
             f"{env['ngxws_commit']}; {doc['duration']:g} s per run, {doc['reps']} repetition(s)"
             + (f", connection counts x{doc['scale']:g}" if doc["scale"] != 1 else "") + ". "
-            "µs = server CPU per operation (master + workers). '-': not applicable or failed.")
+            "µs = server CPU per operation (master + workers). '-': not applicable or failed. "
+            + noise(doc))
     return head + "\n\n" + "\n".join(lines) + "\n\n" + "\n".join(targets_table(doc)[2:]) + "\n"
+
+
+def noise(doc) -> str:
+    others = sorted(r["other_cpu_pct"] for r in doc["runs"] if r.get("other_cpu_pct") is not None)
+    if not others:
+        return ""
+    med = others[len(others) // 2]
+    text = (f"The rest of the machine used {med:.0f}% CPU (median over the runs; 200% = both cores) while "
+            "these ran")
+    return text + (": rates are depressed and noisy, the µs per operation are the figures to compare."
+                   if med > 30 else ".")
 
 
 def update_readme(doc, readme: str) -> bool:
