@@ -515,7 +515,7 @@ def test_quit_tells_the_backend(ngxws_server, backends):
     ws, push_url = connect(srv.port())
     assert ws.recv() == "welcome alice"
     srv.signal(signal.SIGQUIT)
-    ws.settimeout(10)
+    ws.settimeout(3)
     assert close_frame(ws)[0] == 1001
     ws.send_close(1001)
     cid = push_url.split("//")[1].split("@")[0]
