@@ -550,3 +550,23 @@ srv.server_address = ("unix", 0)""" % path)
     ws.send("via unix")
     assert ws.recv() == "echo:via unix"
     ws.close()
+
+
+@needs_websocket
+def test_reload_keeps_upstream_clients(ngxws_server, backends):
+    b = backends()
+    srv = gateway(ngxws_server, b.port)
+    old = set(srv.wait_workers(1))
+    ws, _ = connect(srv.port())
+    assert ws.recv() == "welcome alice"
+    srv.signal(signal.SIGHUP)
+    wait_for(lambda: set(srv.workers()) - old, 15, what="a new worker")
+    # the old worker keeps this client and its upstream; new clients go to the new worker
+    ws.send("still there?")
+    assert ws.recv() == "echo:still there?"
+    fresh, _ = connect(srv.port(), cookie="user=bob")
+    assert fresh.recv() == "welcome bob"
+    fresh.send("new")
+    assert fresh.recv() == "echo:new"
+    fresh.close()
+    ws.close()
