@@ -20,8 +20,9 @@ A request goes through these steps, each bounded by a timer on the connection's 
    what h11 accepts: a hypothesis differential test (tests/unit/http/test_client.py) checks that
    whatever it accepts, h11 accepts too, with the same status, headers, body and keep-alive.
    Anything else (chunked, 1xx, HTTP/1.0, obs-fold, odd spacing, bad bytes) is handed whole to
-   h11, which decides, and that connection is not reused.  h11 costs about half of the CPU of a
-   request here, which is why the common case does without it;
+   h11, which decides, and that connection is not reused.  Measured here, h11 took about 70% of
+   the client's CPU per request (45 instead of 160 µs without it), which is why the common case
+   does without it;
 4. the connection returns to the pool if both sides allow keep-alive, else it is closed.
 
 The caller's ``handler(req)`` is called exactly once, with either ``req.status``/``headers``/``body``
@@ -44,7 +45,8 @@ import h11
 
 from ..core.loop import Event
 
-__all__ = ["UpstreamURL", "parse_url", "HttpClient", "ClientRequest", "URLError"]
+__all__ = ["UpstreamURL", "parse_url", "HttpClient", "ClientRequest", "URLError", "Headers",
+           "header_block", "parse_head", "FALLBACK"]
 
 #: nginx's upstream keepalive_timeout default: an idle pooled connection is closed after this
 KEEPALIVE_TIMEOUT = 60_000
