@@ -112,6 +112,10 @@ class Target:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{self.label} not ready after {timeout}s:\n{self.log_tail()}")
                 time.sleep(0.05)
+            # a few more handshakes so that every worker has loaded its lazy imports before the
+            # memory baseline is taken (which worker accepts is the kernel's choice)
+            for _ in range(4 * self.workers):
+                upgrade_ok(self.port, self.ready_path())
             if cpus:
                 proc.pin(self.popen.pid, cpus)
         except BaseException:
