@@ -119,6 +119,9 @@ class HttpConnection:
         if r is None or r.head is None or not r.head.request_line:
             if self.state == WAITING:
                 return ", server: " + self.conn.listening.addr_text if self.conn.listening else ""
+            parser = self.parser
+            if self.state == READING and not parser.in_request_line and parser.last_line:
+                return ', server: %s, request: "%s"' % (self.srv.name, parser.last_line)
             return ", server: " + self.srv.name
         text = ', server: %s, request: "%s"' % (r.srv_conf.name, r.head.request_line)
         if r.head.host:
@@ -417,8 +420,6 @@ class HttpConnection:
         if in_head:
             conn.log.action = ("reading client request line" if self.parser.in_request_line
                                else "reading client request headers")
-        if e.message:
-            conn.log.log(e.level, "%s", e.message)
         if r is None or in_head:
             if in_head:
                 conn.requests += 1
@@ -429,6 +430,8 @@ class HttpConnection:
             r.start_ms = self.loop.now_ms
             r.start_time = time.time()
             self.request = r
+        if e.message:
+            conn.log.log(e.level, "%s", e.message)
         conn.log.action = None
         self.state = BUSY
         r.keep_alive = False

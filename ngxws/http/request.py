@@ -227,6 +227,8 @@ class HttpParser:
         nl = buf.find(b"\n")
         size = self.large_size
         end = _METHOD_PREFIX.match(buf).end()
+        # the error log shows the request line as far as it came
+        self.last_line = buf[:min(nl if nl != -1 else len(buf), 2048)].rstrip(b"\r").decode("latin-1")
         if end < len(buf) and (buf[end] != 32 or end == 0):
             # nginx refuses a bad method at its first byte (a TLS hello, say)
             raise HttpError(400, "client sent invalid method")
@@ -251,6 +253,10 @@ class HttpParser:
             for line in head.split(b"\n"):
                 if len(line) + 1 > size:
                     raise HttpError(REQUEST_HEADER_TOO_LARGE, "client sent too long header line")
+        end = _METHOD_PREFIX.match(head).end()
+        if end == 0 or head[end] != 32:
+            self.in_request_line = True
+            raise HttpError(400, "client sent invalid method")
         if b"\n " in head or b"\n\t" in head:
             raise HttpError(400, "client sent invalid header line")
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head)
