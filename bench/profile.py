@@ -93,9 +93,12 @@ def main(argv=None) -> int:
             p.kill()
             p.wait(5)
     raws = [x for x in raws if os.path.exists(x)]
+    summary = summarize(raws)
+    if not a.keep_raw:
+        shutil.rmtree(os.path.dirname(rawbase), ignore_errors=True)
     text = (f"# {a.workload} on {a.target}, py-spy at {a.rate} Hz over {a.duration:g} s\n"
             f"# run (profiled, so slower than the suite's): {headline(r)}; ok={r['ok']}\n\n"
-            + summarize(raws))
+            + summary)
     with open(base + ".txt", "w") as f:
         f.write(text)
     print(text)

@@ -23,6 +23,7 @@ import os
 import platform
 import random
 import selectors
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -290,6 +291,7 @@ def run_one(workload: str, label: str, duration: float = 10.0, scale: float = 1.
                 if os.path.getsize(p):
                     with open(p, errors="replace") as f:
                         res.setdefault("loadgen_stderr", []).append(f.read()[-1500:])
+        shutil.rmtree(errdir, ignore_errors=True)
         t.stop()
         bad = t.error_lines()
         if bad:
