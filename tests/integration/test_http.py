@@ -308,6 +308,7 @@ def test_keepalive_memory_bounded(site):
         before = _rss_kb(worker)
         burst(10000)
         after = _rss_kb(worker)
+    print("worker RSS before/after 10,000 keep-alive requests: %d/%d kB" % (before, after))
     assert after - before < 2048, (before, after)
 
 
