@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import base64
 import json
-import os
 import resource
 import sys
 import time
@@ -108,7 +107,7 @@ class Run:
         self.args = args
         self.spec = args.spec
         self.want_hello = self.spec["hello"] != "none"
-        self.hellos = self.pings = self.disconnects = 0
+        self.hellos = self.pings = self.disconnects = self.unexpected = 0
         self.server_closes = Counter()
         self.closing = False
         self.tag = args.tag
@@ -118,7 +117,7 @@ class Run:
         return self.spec["url"].replace("{tag}", self.tag).replace("{i}", str(i))
 
     def on_message(self, cl, frame):
-        self.unexpected = getattr(self, "unexpected", 0) + 1
+        self.unexpected += 1  # hold: an idle client is sent nothing but pings
 
     def make_client(self, i):
         return Client(self, i)
@@ -172,7 +171,7 @@ class Run:
         r = resource.getrusage(resource.RUSAGE_SELF)
         return {"pings": self.pings, "disconnects": self.disconnects,
                 "server_closes": {str(k): v for k, v in self.server_closes.items()},
-                "unexpected_messages": getattr(self, "unexpected", 0),
+                "unexpected_messages": self.unexpected,
                 "maxrss_kib": r.ru_maxrss}
 
 
