@@ -477,16 +477,17 @@ class Shake(asyncio.Protocol):
     send a fixed upgrade request, read the 101, read the first message if the server sends one,
     send a masked CLOSE 1000, then wait for the server to close the TCP connection."""
 
-    __slots__ = ("run", "fut", "tr", "buf", "state", "hello")
+    __slots__ = ("run", "fut", "tr", "buf", "state", "hello", "request")
     CLOSE = b"\x88\x82\x00\x00\x00\x00\x03\xe8"  # FIN+CLOSE, masked (zero key), code 1000
 
-    def __init__(self, run, fut):
+    def __init__(self, run, fut, request):
         self.run, self.fut, self.tr, self.buf, self.hello = run, fut, None, b"", None
+        self.request = request
         self.state = 0  # 0 head, 1 first message, 2 closing
 
     def connection_made(self, tr):
         self.tr = tr
-        tr.write(self.run.request)
+        tr.write(self.request)
 
     def data_received(self, data):
         buf = self.buf + data
@@ -560,12 +561,12 @@ class ShakeRun(Run):
     async def one(self, i, src):
         loop = asyncio.get_running_loop()
         t0 = mono()
-        self.request = self.request_for(i)
+        request = self.request_for(i)
         fut = loop.create_future()
         kw = {"local_addr": (src, 0)} if src else {}
         tr = None
         try:
-            tr, _ = await asyncio.wait_for(loop.create_connection(lambda: Shake(self, fut), self.spec["host"],
+            tr, _ = await asyncio.wait_for(loop.create_connection(lambda: Shake(self, fut, request), self.spec["host"],
                                                                   self.spec["port"], **kw), 10)
             hello = await asyncio.wait_for(fut, 10)
             if hello is not None:
