@@ -41,6 +41,8 @@ class Cycle:
         #: anonymous shared memory made in the master, by name
         self.shared = {}
         self.exiting = False
+        #: the master asked for a stop (QUIT), not a retirement after a reload
+        self.quitting = False
         self.connection_counter = None
 
     # -- building ---------------------------------------------------------------

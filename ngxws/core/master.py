@@ -6,7 +6,8 @@ Theory of operation.  The master owns the listening sockets (opened by
 in order, in the main flow, with the sender's pid.
 
 Each worker gets a socketpair channel (nginx's ngx_channel): the master
-writes one command byte, ``Q`` (quit gracefully), ``T`` (terminate now) or
+writes one command byte, ``Q`` (quit gracefully), ``W`` (retire after a
+reload: stop accepting, keep WebSocket clients), ``T`` (terminate now) or
 ``R`` (reopen logs).  A signal is the fallback when the channel is gone.
 
 Reload: build the new cycle from the old; on ``ConfigError`` log ``emerg`` and
@@ -30,6 +31,8 @@ from .directives import ConfigError
 EXIT_BOOT_FAILED = 3
 
 CMD_QUIT = b"Q"
+#: an old worker after a reload: stop accepting, keep WebSocket clients until they leave
+CMD_RETIRE = b"W"
 CMD_TERMINATE = b"T"
 CMD_REOPEN = b"R"
 
@@ -127,7 +130,7 @@ class Master:
         for p in list(self.processes.values()):
             if only is not None and not only(p):
                 continue
-            if cmd in (CMD_QUIT, CMD_TERMINATE):
+            if cmd in (CMD_QUIT, CMD_RETIRE, CMD_TERMINATE):
                 p.exiting = True
                 p.respawn = False
             self.command(p, cmd, fallback)
@@ -182,7 +185,7 @@ class Master:
             self.cycle.reopen_files()
             self.signal_workers(CMD_REOPEN, signal.SIGUSR1)
         elif signo == signal.SIGWINCH:
-            self.signal_workers(CMD_QUIT, signal.SIGQUIT)
+            self.signal_workers(CMD_RETIRE, signal.SIGWINCH)
 
     def stop(self, graceful):
         if graceful:
@@ -218,7 +221,7 @@ class Master:
         for p in old_procs:
             p.exiting = True
             p.respawn = False
-            self.command(p, CMD_QUIT, signal.SIGQUIT)
+            self.command(p, CMD_RETIRE, signal.SIGWINCH)
         new.release_old(old)
 
     def reap(self):

@@ -29,12 +29,17 @@ class Module:
         """USR1, in a worker, before the log files are reopened: flush what is buffered."""
 
     def shutdown(self, cycle, graceful):
-        """The worker stops: close what it owns (gracefully or now).
+        """The worker starts to stop; called once per phase, the return value is ignored.
 
-        Return True while something of this module is still open and worth
-        waiting for; the worker exits once no module says so and no connection
-        is left.
+        ``graceful=True``: stop taking new work, let work in flight finish, close
+        what is idle.  ``cycle.quitting`` tells a stop (QUIT: WebSocket clients get
+        a 1001 close handshake now) from an old worker retiring after a reload
+        (clients stay until they leave).  ``graceful=False``: close what you hold
+        now (worker_shutdown_timeout passed, or TERM).
         """
+
+    def busy(self, cycle):
+        """Cheap: True while this module holds something the worker must wait for."""
         return False
 
     def exit_process(self, cycle):

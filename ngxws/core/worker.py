@@ -28,7 +28,11 @@ from .connection import Connection, ConnectionPool
 from .core_module import raise_nofile
 from .log import ConnectionLog
 from .loop import Event, EventLoop
-from .master import CMD_QUIT, CMD_REOPEN, CMD_TERMINATE, EXIT_BOOT_FAILED
+from .master import CMD_QUIT, CMD_REOPEN, CMD_RETIRE, CMD_TERMINATE, EXIT_BOOT_FAILED
+
+
+#: after worker_shutdown_timeout, how long peers get to answer a close before the worker exits, ms
+CLOSE_WAIT_MS = 3000
 
 
 class _Channel:
@@ -52,16 +56,22 @@ class Worker:
         self.log = cycle.log
         self.channel_sock = channel
         self.quit = False
+        #: retire after a reload: like quit, but WebSocket clients stay
+        self.retire = False
         self.terminate = False
         self.reopen = False
         self.shutting_down = False
         self.shutdown_timer = None
+        #: set once modules were told to close what they hold; the deadline (ms) for their peers
+        self.closing_deadline = None
 
     # -- signals and channel -------------------------------------------------------
 
     def _on_signal(self, signo, frame):
         if signo == signal.SIGQUIT:
             self.quit = True
+        elif signo == signal.SIGWINCH:
+            self.retire = True
         elif signo in (signal.SIGTERM, signal.SIGINT):
             self.terminate = True
         elif signo == signal.SIGUSR1:
@@ -85,6 +95,8 @@ class Worker:
             cmd = bytes((cmd,))
             if cmd == CMD_QUIT:
                 self.quit = True
+            elif cmd == CMD_RETIRE:
+                self.retire = True
             elif cmd == CMD_TERMINATE:
                 self.terminate = True
             elif cmd == CMD_REOPEN:
@@ -113,9 +125,9 @@ class Worker:
         cycle.pool = ConnectionPool(loop, log, events.worker_connections, counter=cycle.next_connection_number,
                                     log_factory=connection_log_factory(events.debug_connection))
 
-        for signo in (signal.SIGQUIT, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        for signo in (signal.SIGQUIT, signal.SIGWINCH, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             signal.signal(signo, self._on_signal)
-        for signo in (signal.SIGHUP, signal.SIGWINCH, signal.SIGUSR2):
+        for signo in (signal.SIGHUP, signal.SIGUSR2):
             signal.signal(signo, signal.SIG_IGN)
         wake_r, wake_w = socket.socketpair()
         wake_r.setblocking(False)
@@ -143,10 +155,14 @@ class Worker:
             loop.run_once()
             if self.terminate:
                 self.log.notice("exiting")
-                self.close_all(graceful=False)
+                self.close_now()
                 break
-            if self.quit and not self.shutting_down:
+            if (self.quit or self.retire) and not self.shutting_down:
                 self.start_shutdown()
+            elif self.quit and not self.cycle.quitting:
+                # a retiring worker told to stop after all (master QUIT after a reload)
+                self.cycle.quitting = True
+                self.tell_modules(graceful=True)
             if self.reopen:
                 self.reopen = False
                 for m in self.cycle.modules:
@@ -161,16 +177,20 @@ class Worker:
         self.log.notice("exit")
         return 0
 
+    def tell_modules(self, graceful):
+        for m in self.cycle.modules:
+            m.shutdown(self.cycle, graceful)
+
     def start_shutdown(self):
         cycle = self.cycle
         self.shutting_down = True
         cycle.exiting = True
+        cycle.quitting = self.quit
         cycle.loop.exiting = True
         self.log.notice("gracefully shutting down")
         for ls in cycle.listening:
             ls.close()
-        for m in cycle.modules:
-            m.shutdown(cycle, True)
+        self.tell_modules(graceful=True)
         timeout = cycle.conf("core").worker_shutdown_timeout
         if timeout:
             ev = Event(self.shutdown_timer_handler, self)
@@ -179,25 +199,42 @@ class Worker:
 
     def shutdown_timer_handler(self, ev):
         self.log.notice("shutdown timeout")
-        self.close_all(graceful=True)
+        self.close_held()
 
-    def close_all(self, graceful):
-        cycle = self.cycle
-        for m in cycle.modules:
-            m.shutdown(cycle, False)
+    def close_held(self):
+        """worker_shutdown_timeout passed: modules close what they hold (WebSockets: 1001),
+        their peers get CLOSE_WAIT_MS to answer, then whatever is left is closed."""
+        self.tell_modules(graceful=False)
+        self.closing_deadline = self.cycle.loop.now_ms + CLOSE_WAIT_MS
+        ev = Event(self.close_wait_handler, self)
+        self.cycle.loop.add_timer(ev, CLOSE_WAIT_MS)
+
+    def close_wait_handler(self, ev):
+        self.close_connections()
+
+    def close_now(self):
+        """TERM: fast stop. Modules get one chance to say goodbye, then every connection closes."""
+        self.tell_modules(graceful=False)
+        self.close_connections()
+
+    def close_connections(self):
         # Whatever the modules left: every connection the selector still watches.
-        sel = cycle.loop.selector
+        sel = self.cycle.loop.selector
         owners = [key.data for key in sel.get_map().values()] if sel is not None else []
         for conn in owners:
             if isinstance(conn, Connection) and not conn.closed:
                 conn.close()
 
     def done(self):
-        busy = False
-        for m in self.cycle.modules:
-            if m.shutdown(self.cycle, True):
-                busy = True
-        return not busy and self.cycle.pool.used == 0
+        cycle = self.cycle
+        if any(m.busy(cycle) for m in cycle.modules):
+            return False
+        if not cycle.quitting:
+            # A retiring worker whose clients are all gone has nothing left to keep:
+            # from here on it is a plain graceful stop (its push port closes too).
+            cycle.quitting = True
+            self.tell_modules(graceful=True)
+        return cycle.pool.used == 0
 
 
 def connection_log_factory(debug_connection):

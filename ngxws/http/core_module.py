@@ -606,6 +606,10 @@ def _shutdown_connections(cycle, graceful):
         hc = getattr(conn, "data", None)
         if not isinstance(hc, HttpConnection) or conn.closed:
             continue
+        if graceful and not cycle.quitting and conn.listening in cycle.worker_listening:
+            # A retiring worker's push port serves its WebSocket clients until they
+            # leave; the worker quits (and this runs again) once they have.
+            continue
         if not graceful or hc.state == WAITING:
             # nginx closes idle keep-alive connections at once on a graceful exit
             hc.close()

@@ -207,9 +207,13 @@ class WebSocketModule(HttpModule):
         open_push_ports(cycle, main)
 
     def shutdown(self, cycle, graceful):
-        if not graceful:
+        # A stop (QUIT) or the end of worker_shutdown_timeout closes every client
+        # with a 1001 handshake; an old worker retiring after a reload keeps them.
+        if not graceful or cycle.quitting:
             for session in list(REGISTRY.values()):
                 session.shutdown()
+
+    def busy(self, cycle):
         return bool(REGISTRY)
 
 

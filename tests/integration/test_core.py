@@ -298,21 +298,23 @@ def test_reload_opens_new_and_closes_removed_listen(ngxws_server):
 
 
 def test_worker_shutdown_timeout_bounds_graceful_exit(ngxws_server):
-    srv = ngxws_server(http=HELLO, main="worker_shutdown_timeout 1s;", workers=1)
-    srv.wait_workers(1)
-    port = srv.port()
-    # a request that never completes keeps the worker busy
-    s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    import websocket
+
+    conf = HELLO.replace("location / {", "location /ws { websocket; } location / {")
+    srv = ngxws_server(http=conf, main="worker_shutdown_timeout 1s;", workers=1)
+    (old,) = srv.wait_workers(1)
+    ws = websocket.create_connection("ws://127.0.0.1:%d/ws" % srv.port(), timeout=10)
     try:
-        t0 = time.monotonic()
-        srv.signal(signal.SIGQUIT)
-        srv.proc.wait(10)
-        assert srv.proc.returncode == 0
-        assert time.monotonic() - t0 < 8
-        assert "shutdown timeout" in srv.log_text()
+        assert ws.recv().startswith("http://")
+        srv.signal(signal.SIGHUP)
+        # the old worker keeps the client past the reload, then the timeout closes it with 1001
+        opcode, data = ws.recv_data(control_frame=True)
+        assert opcode == websocket.ABNF.OPCODE_CLOSE
+        assert int.from_bytes(data[:2], "big") == 1001
+        wait_for(lambda: not pid_alive(old), 10, what="old worker exit")
+        assert re.search(r"%d#%d: shutdown timeout" % (old, old), srv.log_text())
     finally:
-        s.close()
+        ws.close()
 
 
 def test_debug_connection_logs_only_matching_clients(ngxws_server):

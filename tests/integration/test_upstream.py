@@ -506,9 +506,6 @@ def test_round_trip_is_not_held_by_delayed_ack(ngxws_server, backends):
 
 
 @needs_websocket
-@pytest.mark.xfail(reason="the websocket module does not yet close clients with 1001 on QUIT "
-                          "(tests/integration/test_websocket.py::test_quit_sends_1001 fails too)",
-                   strict=False)
 def test_quit_tells_the_backend(ngxws_server, backends):
     b = backends()
     srv = gateway(ngxws_server, b.port)
@@ -523,7 +520,8 @@ def test_quit_tells_the_backend(ngxws_server, backends):
              what="CLOSE at the backend")
     srv.proc.wait(15)
     closes = [s[4][-1] for s in b.seen() if s[1] == cid and s[4][-1][0] == "CLOSE"]
-    assert closes == [["CLOSE", "\x03\xe9"]]
+    # one CLOSE, with code 1001 (the reason is the server's "server shutting down")
+    assert len(closes) == 1 and closes[0][1][:2] == "\x03\xe9"
 
 
 @needs_websocket
