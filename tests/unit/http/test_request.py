@@ -197,3 +197,96 @@ def test_mutated_requests_never_escape(req, pos, junk):
         run([data])
     except HttpError as e:
         assert e.status in (400, 414, 494, 501, 505, 413)
+
+
+# -- the fast head parser against h11 (DESIGN.md: "HTTP parsing and its cost") ---------------
+
+import h11  # noqa: E402
+
+from ngxws.http.request import _fast_head  # noqa: E402
+
+_PIECES = [b"GET", b"POST", b"get", b"G T", b"M-_", b"", b" ", b"/", b"/a?b=c", b"*", b"http://h/x", b"/\x7f",
+           b"/\x80", b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1.12", b"\r\n", b"\n", b"\r", b"\t",
+           b"Host", b"host", b"HOST", b":", b": ", b"a", b"Content-Length", b"5", b"05", b"5,5", b"-1",
+           b"Transfer-Encoding", b"chunked", b"X-A", b"x y", b"\x00", b"\x01", b"\x0b", b"\xff", b"  ",
+           b"Connection", b"close", b"Expect", b"100-continue", b"\"q\"", b"(", b"@", b"=", b"1" * 21]
+
+
+def _h11_head(data):
+    c = h11.Connection(h11.SERVER)
+    c.receive_data(data)
+    try:
+        ev = c.next_event()
+    except h11.RemoteProtocolError:
+        return "error"
+    if type(ev) is not h11.Request:
+        return "incomplete"
+    return (ev.method, ev.target, ev.http_version, [(n, v) for n, v in ev.headers])
+
+
+def _assert_agrees(data):
+    fast = _fast_head(data)
+    if fast is None:
+        return False
+    oracle = _h11_head(data)
+    assert oracle not in ("error", "incomplete"), (data, fast)
+    assert (fast[0], fast[1], fast[2]) == oracle[:3], data
+    # h11 folds equal duplicate Content-Lengths into one; ngxws refuses duplicates anyway
+    fast_headers = list(fast[3])
+    if sum(1 for n, _ in fast_headers if n == b"content-length") > 1:
+        first = [v for n, v in fast_headers if n == b"content-length"][0]
+        seen = False
+        kept = []
+        for n, v in fast_headers:
+            if n == b"content-length":
+                if seen:
+                    continue
+                seen = True
+            kept.append((n, v))
+        fast_headers = kept
+        if [v for n, v in oracle[3] if n == b"content-length"] != [first]:
+            return True
+    assert fast_headers == oracle[3], data
+    return True
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=14))
+def test_fast_head_is_a_subset_of_h11_pieces(pieces):
+    data = b"".join(pieces)
+    for tail in (b"\r\n\r\n", b"\n\n"):
+        _assert_agrees(data + tail)
+
+
+_LINES = st.sampled_from([b"GET / HTTP/1.1", b"POST /p?x=1 HTTP/1.1", b"GET /x HTTP/1.0", b"PUT /a%20b HTTP/1.1"])
+_NAMES = st.sampled_from([b"X-A", b"Accept", b"User-Agent", b"A_b", b"Cookie", b"Content-Length",
+                          b"X-A", b"Accept", b"User-Agent", b"A_b", b"Cookie", b"Content-Length",
+                          b"Host", b"Transfer-Encoding", b"Bad Name", b"", b"x\x00"])
+# mostly what real clients send, sometimes what they should not
+_PRINTABLE = st.binary(min_size=0, max_size=16).map(lambda b: bytes(0x21 + x % 94 if x % 7 else 0x20 for x in b))
+_VALUES = (_PRINTABLE | _PRINTABLE | _PRINTABLE
+           | st.sampled_from([b"a", b"5", b" a ", b"\ta", b"a b", b"chunked", b"1.2.3.4:80", b"12345678901234567890",
+                              b"123456789012345678901"])
+           | st.binary(max_size=6))
+_EOLS = st.sampled_from([b"\r\n", b"\n"])
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_LINES, st.booleans(),
+       st.lists(st.tuples(_NAMES, st.sampled_from([b":", b": ", b": ", b": ", b":\t", b" :"]), _VALUES, _EOLS),
+                max_size=6), _EOLS, _EOLS)
+def test_fast_head_is_a_subset_of_h11_headers(line, host, fields, eol1, eol2):
+    data = line + eol1 + (b"Host: h" + eol1 if host else b"") + \
+        b"".join(n + sep + v + e for n, sep, v, e in fields) + eol2
+    _assert_agrees(data)
+
+
+def test_fast_head_takes_the_common_heads():
+    for data in (b"POST /push?id=abc HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: curl/8.0\r\n"
+                 b"Accept: */*\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\n",
+                 b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                 b"GET / HTTP/1.0\n\n"):
+        assert _assert_agrees(data)
+    # chunked requests always go to h11, which decodes their bodies
+    assert _fast_head(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n") is None
