@@ -7,7 +7,7 @@ import pytest
 
 PKG = pathlib.Path(__file__).resolve().parents[2] / "ngxws"
 ORDER = {"core": 0, "http": 1, "websocket": 2}
-SANS_IO = ["core/conf.py", "websocket/handshake.py", "websocket/wsoh.py"]
+SANS_IO = ["core/conf.py", "websocket/handshake.py", "websocket/wsoh.py", "websocket/frames.py"]
 IO_MODULES = {"socket", "selectors", "os", "signal"}
 
 
