@@ -93,7 +93,7 @@ DETACHED = 5      #: handed over (WebSocket)
 
 class HttpConnection:
     __slots__ = ("conn", "loop", "vs", "srv", "parser", "request", "state", "out", "out_file",
-                 "processing", "lingering_deadline", "keepalive", "after_write", "action")
+                 "processing", "lingering_deadline", "keepalive", "after_write", "deadline")
 
     def __init__(self, conn, vs):
         self.conn = conn
@@ -111,6 +111,18 @@ class HttpConnection:
         self.lingering_deadline = 0
         self.keepalive = False
         self.after_write = None
+        #: when the current read timeout (header, body, keep-alive, lingering) expires, ms;
+        #: 0: none.  The read event's timer may be armed earlier: it re-checks this.
+        self.deadline = 0
+
+    def set_deadline(self, ms):
+        """Move the read timeout; costs a timer operation only when it comes earlier."""
+        loop = self.loop
+        d = loop.now_ms + ms
+        self.deadline = d
+        rev = self.conn.read
+        if not rev.timer_set or rev.deadline > d:
+            loop.add_timer(rev, ms)
 
     # -- logging context -----------------------------------------------------
 
@@ -145,6 +157,15 @@ class HttpConnection:
     def read_ready(self, ev):
         if ev.timedout:
             ev.timedout = False
+            d = self.deadline
+            if d == 0:
+                return
+            now = self.loop.now_ms
+            if now < d:
+                # the deadline moved since the timer was armed (nginx would have re-armed)
+                self.loop.add_timer(ev, d - now)
+                return
+            self.deadline = 0
             self.timed_out()
             return
         state = self.state
@@ -170,7 +191,7 @@ class HttpConnection:
             _stats.on_request()
             _stats.set_state(self.conn, "reading")
             # nginx: one client_header_timeout for the whole head
-            self.loop.add_timer(self.conn.read, self.srv.client_header_timeout)
+            self.set_deadline(self.srv.client_header_timeout)
         if state == BODY:
             self.body_progress()
             return
@@ -248,7 +269,7 @@ class HttpConnection:
                         return
                     if done is None:
                         self.state = READING
-                        self.loop.add_timer(self.conn.read, self.srv.client_header_timeout)
+                        self.set_deadline(self.srv.client_header_timeout)
                         return
                     continue
                 try:
@@ -261,7 +282,7 @@ class HttpConnection:
                         self.state = READING
                         _stats.on_request()
                         _stats.set_state(self.conn, "reading")
-                        self.loop.add_timer(self.conn.read, self.srv.client_header_timeout)
+                        self.set_deadline(self.srv.client_header_timeout)
                     return
                 self.run(head)
         finally:
@@ -272,9 +293,7 @@ class HttpConnection:
     def run(self, head):
         conn = self.conn
         loop = self.loop
-        rev = conn.read
-        if rev.timer_set:
-            loop.del_timer(rev)
+        self.deadline = 0
         conn.requests += 1
         _stats.set_state(conn, "writing")
         self.state = BUSY
@@ -368,15 +387,16 @@ class HttpConnection:
             return False
         rev = self.conn.read
         if body is None:
-            if not rev.timer_set:
+            if not self.deadline:
                 # the first wait for this body: nginx counts it as reading
                 _stats.set_state(self.conn, "reading")
-            self.loop.add_timer(rev, r.loc.client_body_timeout)
+            # client_body_timeout is between two reads
+            self.set_deadline(r.loc.client_body_timeout)
             if not rev.active:
                 self.loop.update(self.conn, True, False)
             return False
-        if rev.timer_set:
-            self.loop.del_timer(rev)
+        if self.deadline:
+            self.deadline = 0
             _stats.set_state(self.conn, "writing")
         self.conn.log.action = None
         self.state = BUSY
@@ -701,16 +721,14 @@ class HttpConnection:
                 self.state = READING
                 _stats.on_request()
                 _stats.set_state(conn, "reading")
-                self.loop.add_timer(conn.read, self.srv.client_header_timeout)
+                self.set_deadline(self.srv.client_header_timeout)
             if not self.processing:
+                # (when process() is on the stack, it picks the next request up itself)
                 self.process()
-            else:
-                # process() is on the stack and will pick up the next request
-                pass
-            if self.state in (WAITING, READING) and not conn.closed and not conn.read.timer_set:
-                self.loop.add_timer(conn.read, r.loc.keepalive_timeout)
+            if self.state == WAITING and not conn.closed:
+                self.set_deadline(r.loc.keepalive_timeout)
             return
-        self.loop.add_timer(conn.read, r.loc.keepalive_timeout)
+        self.set_deadline(r.loc.keepalive_timeout)
 
     def finish(self, r):
         """Close after a response, lingering when the client may still be sending (nginx)."""
@@ -733,7 +751,7 @@ class HttpConnection:
         self.parser = HttpParser(1, 1)
         if not conn.read.active:
             self.loop.update(conn, True, False)
-        self.loop.add_timer(conn.read, loc.lingering_timeout)
+        self.set_deadline(loc.lingering_timeout)
         # some of it may have come already
         self.linger_read()
 
@@ -753,8 +771,8 @@ class HttpConnection:
         if self.loop.now_ms >= self.lingering_deadline:
             self.close()
             return
-        self.loop.add_timer(conn.read, min(self.request.loc.lingering_timeout if self.request else 5000,
-                                           self.lingering_deadline - self.loop.now_ms))
+        self.set_deadline(min(self.request.loc.lingering_timeout if self.request else 5000,
+                              self.lingering_deadline - self.loop.now_ms))
 
     def close(self):
         conn = self.conn
@@ -823,7 +841,7 @@ def init_connection(conn):
     conn.write.handler = http_write_handler
     _stats.set_state(conn, "waiting")
     loop = hc.loop
-    loop.add_timer(conn.read, hc.srv.client_header_timeout)
+    hc.set_deadline(hc.srv.client_header_timeout)
     loop.update(conn, True, False)
     if conn.close_requested:
         hc.close()
