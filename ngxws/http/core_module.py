@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ..core.directives import (
     UNSET, Args, ConfigError, ConfSet, Ctx, Directive, Slot, merge, parse_msec, parse_size, set_enum,
-    set_flag, set_msec, set_num, set_size, set_str,
+    set_msec, set_num, set_size, set_str,
 )
 from .locations import AddressServers, LocationError, LocationTree, VirtualServers
 from .module import HttpModule

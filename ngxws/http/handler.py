@@ -36,7 +36,7 @@ from email.utils import formatdate
 
 from .. import NGINX_VER
 from . import stub_status
-from .errors import CLOSE_WITHOUT_RESPONSE, KEEPALIVE_BREAKING, REQUEST_HEADER_TOO_LARGE, error_page, \
+from .errors import CLOSE_WITHOUT_RESPONSE, KEEPALIVE_BREAKING, error_page, \
     status_line
 from .locations import normalize_host
 from .request import ERROR, Head, HttpError, HttpParser, Request
@@ -178,12 +178,7 @@ class HttpConnection:
         if not data:
             self.eof()
             return
-        try:
-            self.parser.feed(data)
-        except Exception:
-            # h11 refusing bytes past a body it already ended
-            self.fail(HttpError(400, "client sent invalid chunked body", ERROR))
-            return
+        self.parser.feed(data)
         if state == WAITING:
             self.state = READING
             self.conn.log.action = "reading client request line"

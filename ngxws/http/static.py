@@ -11,6 +11,7 @@ Responses carry ``Last-Modified``, an nginx-style ``ETag`` and
 gives a 304.  Files go out with sendfile(), never read whole into memory.
 """
 
+import errno
 import os
 import stat
 from email.utils import parsedate_to_datetime
@@ -72,12 +73,13 @@ def static_handler(r):
     try:
         st = os.stat(path)
     except OSError as e:
-        if e.errno in (2, 20):
+        # nginx's static module: missing, not a directory, too long: 404; no permission: 403
+        if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG, errno.EACCES):
             log.error('open() "%s" failed (%d: %s)', path, e.errno, e.strerror)
-            r.finalize(404)
+            r.finalize(403 if e.errno == errno.EACCES else 404)
         else:
-            log.error('open() "%s" failed (%d: %s)', path, e.errno, e.strerror)
-            r.finalize(403 if e.errno == 13 else 500)
+            log.crit('open() "%s" failed (%d: %s)', path, e.errno, e.strerror)
+            r.finalize(500)
         return
     if stat.S_ISDIR(st.st_mode):
         location = (r.head.path + "/").encode("latin-1")

@@ -90,3 +90,10 @@ def test_content_type_map():
     assert content_type(loc, "/a.b/c") == "application/octet-stream"
     assert content_type(loc, "/x.css") == "text/css"
     assert content_type(loc, "/x.wasm") == "application/wasm"
+
+
+def test_name_too_long_is_404(site):
+    h, root = site
+    head, _ = get(h, b"GET /" + b"a" * 300 + b" HTTP/1.0\r\n\r\n")
+    assert head.startswith("HTTP/1.1 404 Not Found")
+    assert "(36: File name too long)" in h.sink.text()
