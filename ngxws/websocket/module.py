@@ -19,7 +19,6 @@ shared between workers.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import fcntl
 import re
@@ -334,11 +333,13 @@ def _push_id(r) -> str | None:
         scheme, _, value = auth.strip().partition(b" ")
         if scheme.lower() == b"basic":
             try:
-                user = base64.b64decode(value.strip(), validate=True).partition(b":")[0]
-                if user:
-                    return unquote(user.decode("latin-1"))
+                # lenient decoding: a mangled id is simply not found (404)
+                user = binascii.a2b_base64(value).partition(b":")[0]
             except (binascii.Error, ValueError):
                 return None
+            if user:
+                user = user.decode("latin-1")
+                return unquote(user) if "%" in user else user
     args = r.args
     if args:
         for part in args.split("&"):
