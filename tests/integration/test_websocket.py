@@ -557,3 +557,30 @@ def test_push_host_and_wildcard_listen(ngxws_server):
     (url,) = ws.recv().split(",")
     assert re.match(r"^http://[A-Za-z0-9_-]{22}@push\.example:\d+/named$", url), url
     ws.close()
+
+
+def test_frame_sent_with_the_request_head_is_echoed(ngxws_server):
+    srv = ngxws_server(**ws_http())
+    s = socket.create_connection(("127.0.0.1", srv.port()), timeout=5)
+    client = Connection(ConnectionType.CLIENT)
+    s.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+              + client.send(TextMessage("early bird")))
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        data = s.recv(65536)
+        assert data
+        buf += data
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 ")
+    client.receive_data(rest)
+    got = list(client.events())
+    deadline = time.monotonic() + 5
+    while len(got) < 2 and time.monotonic() < deadline:
+        data = s.recv(65536)
+        assert data
+        client.receive_data(data)
+        got.extend(client.events())
+    assert got[0].data.startswith("http://")
+    assert got[1].data == "early bird"
+    s.close()
