@@ -331,3 +331,22 @@ def test_debug_connection_logs_only_matching_clients(ngxws_server):
     assert any("accept: [::1]:" in line for line in debug)
     assert any("close connection" in line and "client: ::1" in line for line in debug)
     assert not any("client: 127.0.0.1" in line for line in debug)
+
+
+def test_rlimit_nofile_beyond_hard_limit_alerts_and_serves(ngxws_server):
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY:
+        pytest.fail("this test needs a finite hard limit for open files")
+    want = hard + 1000
+    srv = ngxws_server(http=HELLO, main="worker_rlimit_nofile %d;" % want, workers=1)
+    srv.allow(r"setrlimit\(RLIMIT_NOFILE, %d\) failed" % want)
+    (worker,) = srv.wait_workers(1)
+    srv.wait_log(r"\[alert\] %d#%d: setrlimit\(RLIMIT_NOFILE, %d\) failed \(1: Operation not permitted\)"
+                 % (worker, worker, want))
+    # the worker kept the highest limit it may have and serves
+    with open("/proc/%d/limits" % worker) as f:
+        line = [l for l in f if l.startswith("Max open files")][0]
+    assert int(line.split()[3]) == hard
+    assert http_get(srv.port()).endswith(b"hello\n")
