@@ -272,3 +272,22 @@ def test_merge_inherits_http_to_location(tmp_path):
     assert a.root == str(tmp_path / "html") and a.index == ["index.html"]
     assert [h[0] for h in c.add_headers] == [b"X"] and a.add_headers == []
     assert [allow for _, allow in c.access] == [True, False] and a.access == []
+
+
+def test_wildcard_and_specific_address_share_one_socket(tmp_path):
+    cycle = build(tmp_path, """
+        server { listen 8080; server_name any; return 200 "any"; }
+        server { listen 127.0.0.1:8080; server_name lo; return 200 "lo"; }
+        server { listen [::1]:8080; return 200 "v6"; }
+    """)
+    tables = cycle.conf("http").http.listen_tables
+    assert sorted((opt.host, opt.port) for opt, _ in tables) == [("0.0.0.0", 8080), ("::1", 8080)]
+    assert sorted(ls.addr_text for ls in cycle.listening) == ["0.0.0.0:8080", "[::1]:8080"]
+    wild = [s for opt, s in tables if opt.host == "0.0.0.0"][0]
+
+    class Conn:
+        def __init__(self, local):
+            self.local = local
+    # connections to 127.0.0.1 are served by the servers that name it, as in nginx
+    assert wild.lookup(Conn(("127.0.0.1", 8080))).default.names == ["lo"]
+    assert wild.lookup(Conn(("10.1.2.3", 8080))).default.names == ["any"]
