@@ -35,6 +35,7 @@ import re
 
 import h11
 
+from . import parser as _parser
 from .errors import HttpError, REQUEST_HEADER_TOO_LARGE
 
 __all__ = ["HttpParser", "Head", "HttpError", "normalize_uri", "Request", "ERROR", "INFO"]
@@ -288,6 +289,15 @@ class HttpParser:
             raise HttpError(REQUEST_HEADER_TOO_LARGE, "client sent too long header line")
 
     def _parse(self, head):
+        h = _parser.parse_head(head, self.large_size)
+        if h is not None:
+            # a plain head (http/parser.py): the Head the h11 path would give
+            self.last_line = h.request_line
+            self.in_request_line = False
+            self.body_left = h.content_length or 0
+            self.body = None
+            self.body_size = 0
+            return h
         size = self.large_size
         nl = head.find(b"\n")
         self.last_line = head[:min(nl, 2048)].rstrip(b"\r").decode("latin-1")

@@ -1,0 +1,144 @@
+"""A fast parser for plain request heads (sans-IO), in front of h11.
+
+Theory of operation
+-------------------
+``HttpParser._parse`` (http/request.py) hands every complete head here first.
+``parse_head`` either returns the very ``Head`` record the h11 path would have
+returned for it, or None, and then the head goes down the h11 path unchanged.
+It never raises: every refusal, with its status, message and log wording,
+stays with the h11 path, which sees every head this parser does not take.
+
+What it takes is a strict subset of what the h11 path accepts (DESIGN.md
+"HTTP parsing and its cost"; tests/unit/http/test_parser.py holds it to that
+with h11 as the oracle, slot by slot):
+
+- a head no longer than one large header buffer (so none of nginx's size
+  limits can apply);
+- a request line ``METHOD SP target SP HTTP/1.0|HTTP/1.1``, the method in
+  nginx's alphabet (``[A-Z_-]``), the target printable ASCII and in origin or
+  ``http(s)://`` absolute form;
+- header lines ``token ":" OWS value OWS``, the value printable ASCII or
+  obs-text with inner spaces and tabs (no control byte, no NUL, no obs-fold);
+- lines ending in CRLF or bare LF, in any mix, and no other CR;
+- no Transfer-Encoding (a chunked body is h11's to decode), at most one
+  Content-Length of 1 to 20 digits, at most one Host, and a Host for HTTP/1.1.
+
+The checks run at C speed over the whole head (a ``translate`` for the
+bytes, two counts for the line ends, one regex for the line starts); then
+plain splits cut it into (name, value) pairs, and Python looks at the few
+headers the Head records.  No h11 object is made.
+"""
+
+import re
+
+from . import request as _request
+
+__all__ = ["parse_head"]
+
+# what may stay in a head once these are deleted is what the fast path refuses:
+# NUL, the control bytes other than HT, CR and LF, and DEL
+_ALLOWED = bytes(range(0x20, 0x7f)) + bytes(range(0x80, 0x100)) + b"\t\r\n"
+_LINE = re.compile(rb"(([A-Z_-]+) ([\x21-\x7e]+) HTTP/1\.([01]))\r?\n")
+# a line start that is neither a field name with its colon nor the empty line
+# that ends the head (obs-fold, "Host :", a stray empty line, junk)
+_BAD_LINE = re.compile(rb"\n(?![-!#$%&'*+.^_`|~0-9a-zA-Z]+:|\r?\n\Z|\Z)")
+
+
+def parse_head(head, large_size):
+    """The ``Head`` of a plain request head (bytes, up to its empty line), or None.
+
+    None means "not plain": the caller parses ``head`` the full way, which
+    also finds every error in it.
+    """
+    if len(head) > large_size:
+        return None
+    if head.translate(None, _ALLOWED) or head.count(b"\r") != head.count(b"\r\n"):
+        return None
+    m = _LINE.match(head)
+    if m is None or not (head.endswith(b"\n\n") or head.endswith(b"\n\r\n")):
+        return None
+    pos = m.end()
+    if _BAD_LINE.search(head, pos - 1) is not None:
+        return None
+    headers = []
+    # each line is now a token, ":", then only visible bytes, spaces and tabs up
+    # to its CR LF or LF (which is h11's OWS field-value OWS); the last two
+    # pieces of the split are the empty line
+    for line in head[pos:].split(b"\n")[:-2]:
+        name, _, value = line.partition(b":")
+        headers.append((name.lower(), value.strip(b" \t\r")))
+    fields = dict(headers)
+    line, method, target_b, minor = m.groups()
+
+    host = None
+    content_length = None
+    if len(fields) < len(headers):
+        # a name came more than once: fine, unless it is one of these two
+        hosts = lengths = 0
+        for name, _ in headers:
+            if name == b"host":
+                hosts += 1
+            elif name == b"content-length":
+                lengths += 1
+        if hosts > 1 or lengths > 1:
+            return None
+    if b"transfer-encoding" in fields:
+        return None
+    value = fields.get(b"content-length")
+    if value is not None:
+        if not value.isdigit() or len(value) > 20:
+            return None
+        content_length = int(value)
+    value = fields.get(b"host")
+    if value is not None:
+        host = value.decode("latin-1")
+    elif minor == b"1":
+        return None
+
+    target = target_b.decode("latin-1")
+    h = _request.Head()
+    h.target = target
+    if target[0] != "/":
+        lower = target[:8].lower()
+        if not (lower.startswith("http://") or lower.startswith("https://")):
+            return None
+        rest = target[target.index("//") + 2:]
+        slash = rest.find("/")
+        if slash == -1:
+            uri_host = rest
+            target = "/"
+        else:
+            uri_host = rest[:slash]
+            target = rest[slash:]
+        if uri_host:
+            host = uri_host
+    q = target.find("?")
+    if q == -1:
+        path = target
+    else:
+        path = target[:q]
+        h.args = target[q + 1:]
+    if "%" in path or "/." in path or "//" in path:
+        uri = _request.normalize_uri(path)
+        if uri is None:
+            return None
+    else:
+        uri = path
+    h.path = path
+    h.uri = uri
+    h.method = method.decode("ascii")
+    h.length = len(head)
+    h.request_line = line[:2048].decode("latin-1")
+    h.headers = headers
+    h.host = host or ""
+    h.content_length = content_length
+    connection = fields.get(b"connection")
+    if minor == b"1":
+        h.keep_alive = connection is None or b"close" not in connection.lower()
+    else:
+        h.http_version = b"1.0"
+        h.keep_alive = connection is not None and b"keep-alive" in connection.lower()
+    value = fields.get(b"expect")
+    if value is not None:
+        h.expect_continue = value.lower() == b"100-continue"
+    return h

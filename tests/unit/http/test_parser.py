@@ -1,0 +1,262 @@
+"""The fast head parser against the h11 path (DESIGN.md "HTTP parsing and its cost").
+
+The oracle is ``HttpParser._parse`` with every fast path switched off, that
+is h11 plus ngxws's own refusals.  Whenever ``parse_head`` returns a Head, the
+oracle must return an equal one, slot by slot; whenever the oracle refuses a
+head, ``parse_head`` must have returned None.  The plain heads that the push
+port and browsers send must actually take the fast path.
+"""
+
+import contextlib
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ngxws.http import parser, request
+from ngxws.http.errors import HttpError
+from ngxws.http.parser import parse_head
+from ngxws.http.request import Head, HttpParser
+
+_HEAD_END = re.compile(rb"\n\r?\n")
+
+
+@contextlib.contextmanager
+def _h11_only():
+    """``HttpParser._parse`` as it was before any fast path: h11 for every head."""
+    saved = parser.parse_head, getattr(request, "_fast_head", None)
+    parser.parse_head = lambda head, large_size: None
+    if saved[1] is not None:
+        request._fast_head = lambda head: None
+    try:
+        yield
+    finally:
+        parser.parse_head = saved[0]
+        if saved[1] is not None:
+            request._fast_head = saved[1]
+
+
+def _slots(h):
+    return {name: getattr(h, name) for name in Head.__slots__}
+
+
+def _oracle(head, large_size):
+    """(Head, parser state) or the HttpError of the h11 path."""
+    p = HttpParser(large_size=large_size)
+    with _h11_only():
+        try:
+            h = p._parse(head)
+        except HttpError as e:
+            return e
+    return h
+
+
+def _cut(data):
+    """What ``next_head`` would hand ``_parse`` for data: None when no complete head."""
+    data = data.lstrip(b"\r\n")
+    m = _HEAD_END.search(data)
+    if not data or m is None:
+        return None
+    return data[:m.end()]
+
+
+def check(data, large_size=8192):
+    """Assert the fast parser agrees with the oracle on ``data``; True when it took the head."""
+    head = _cut(data)
+    if head is None:
+        return False
+    fast = parse_head(head, large_size)
+    want = _oracle(head, large_size)
+    if fast is None:
+        return False
+    assert not isinstance(want, HttpError), (head, want.status, str(want))
+    assert _slots(fast) == _slots(want), head
+    return True
+
+
+# -- generated heads ---------------------------------------------------------------------------
+
+_TCHAR = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_PCHAR = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@"
+_VCHAR = "".join(chr(c) for c in range(0x21, 0x7f))
+
+methods = st.sampled_from(["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "PROPFIND",
+                           "M-_", "X"])
+pct = st.sampled_from(["%20", "%2F", "%2f", "%41", "%e2%82%ac", "%C3%A9", "%00", "%zz", "%4", "%%"])
+segment = st.lists(st.text(_PCHAR, min_size=1, max_size=6) | pct | st.sampled_from([".", "..", ""]),
+                   max_size=3).map("".join)
+path = st.lists(segment, min_size=1, max_size=5).map(lambda segs: "/" + "/".join(segs))
+query = st.none() | st.text(_PCHAR + "/?%", max_size=12)
+hostnames = st.sampled_from(["127.0.0.1", "example.com", "[::1]", "[2001:db8::1]", "a.b-c.d", "", "X"])
+ports = st.sampled_from(["", ":80", ":8080", ":65535", ":"])
+
+
+@st.composite
+def targets(draw):
+    t = draw(path)
+    q = draw(query)
+    if q is not None:
+        t += "?" + q
+    kind = draw(st.sampled_from(["origin", "origin", "origin", "absolute"]))
+    if kind == "absolute":
+        scheme = draw(st.sampled_from(["http://", "https://", "HTTP://", "Https://"]))
+        authority = draw(hostnames) + draw(ports)
+        t = scheme + authority + draw(st.sampled_from([t, "", "?x=1"]))
+    return t
+
+
+names = st.sampled_from(["Accept", "User-Agent", "Cookie", "X-Forwarded-For", "Authorization",
+                         "Cache-Control", "Sec-WebSocket-Key", "Upgrade", "accept-encoding"]) | \
+    st.text(_TCHAR, min_size=1, max_size=10)
+values = st.text(_VCHAR + " \t", max_size=30).map(str.encode) | \
+    st.binary(max_size=12).filter(lambda b: not re.search(rb"[\x00-\x08\x0a-\x1f\x7f]", b)) | \
+    st.sampled_from([b"\xc3\xa9t\xc3\xa9", b"a\tb", b"Basic dXNlcjpwYXNz", b"*/*", b""])
+ows = st.sampled_from(["", " ", "  ", "\t", " \t"])
+eols = st.sampled_from([b"\r\n", b"\n"])
+
+
+@st.composite
+def plain_heads(draw, special=True):
+    """Heads the fast path is meant to take (and a few more kinds when ``special``)."""
+    version = draw(st.sampled_from(["1.1", "1.0"]))
+    lines = [("%s %s HTTP/%s" % (draw(methods), draw(targets()), version)).encode()]
+    fields = [(n.encode(), draw(ows).encode() + v + draw(ows).encode())
+              for n, v in draw(st.lists(st.tuples(names, values), max_size=6))]
+    host = draw(st.none() | (hostnames.map(str.encode) if version == "1.0" else st.nothing()))
+    if version == "1.1" or host is not None:
+        fields.insert(draw(st.integers(0, len(fields))),
+                      (draw(st.sampled_from([b"Host", b"host", b"HOST"])),
+                       (host if host is not None else (draw(hostnames) + draw(ports)).encode())))
+    extra = [
+        (b"Content-Length", st.from_regex(r"\A[0-9]{1,20}\Z").map(str.encode)),
+        (b"Connection", st.sampled_from([b"keep-alive", b"close", b"Keep-Alive", b"CLOSE",
+                                         b"Upgrade", b"keep-alive, Upgrade", b"x"])),
+        (b"Expect", st.sampled_from([b"100-continue", b"100-Continue", b"200-ok"])),
+    ]
+    if special:
+        extra.append((b"Transfer-Encoding", st.sampled_from([b"chunked", b"gzip, chunked", b"x"])))
+    for name, vals in extra:
+        if draw(st.booleans()):
+            fields.insert(draw(st.integers(0, len(fields))), (name, draw(vals)))
+    lines += [n + b":" + v for n, v in fields]
+    return b"".join(line + draw(eols) for line in lines) + draw(eols)
+
+
+@settings(max_examples=800)
+@given(plain_heads(), st.sampled_from([8192, 8192, 1024, 200, 90]))
+def test_generated_heads_agree(data, large_size):
+    check(data, large_size)
+
+
+@settings(max_examples=400)
+@given(plain_heads(special=False))
+def test_plain_heads_take_the_fast_path(data):
+    # every head of this grammar that the h11 path accepts is taken by the fast one
+    want = _oracle(_cut(data), 8192)
+    if not isinstance(want, HttpError):
+        assert check(data), data
+
+
+junk = st.sampled_from([b"\x00", b" ", b"\t", b"\r", b"\n", b"\n ", b"\r\n\t", b"\x01", b"\x0b", b"\x0c",
+                        b"\x7f", b"\x80", b"\xff", b":", b" :", b"a", b"%", b"/..", b"get ", b"HTTP/2.0",
+                        b"HTTP/1.2", b"HTTP/0.9", b"Content-Length: 5\r\n", b"Content-Length: 6\r\n",
+                        b"Content-Length: 5, 5\r\n", b"Content-Length: -1\r\n", b"Content-Length: 1" + b"0" * 20
+                        + b"\r\n", b"Transfer-Encoding: chunked\r\n", b"Host: x\r\n", b"Host:\r\n",
+                        b"Expect: 100-continue\r\n", b"X: a\r\n b\r\n", b"\r\n", b"*", b"?", b"#"])
+
+
+@settings(max_examples=1000)
+@given(plain_heads(), st.lists(st.tuples(st.integers(0, 400), st.integers(0, 3), junk), min_size=1,
+                               max_size=4))
+def test_mutated_heads_agree(data, edits):
+    for pos, drop, piece in edits:
+        pos = min(pos, len(data))
+        data = data[:pos] + piece + data[pos + drop:]
+    check(data)
+    check(data, 256)
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=80), eols, eols)
+def test_arbitrary_bytes_agree(junk_bytes, eol1, eol2):
+    check(junk_bytes + eol1 + eol2)
+    check(b"GET / HTTP/1.1" + eol1 + b"Host: a" + eol1 + junk_bytes + eol1 + eol2)
+
+
+# -- the cases DESIGN.md names, one by one -----------------------------------------------------
+
+PUSH = (b"POST /ws HTTP/1.1\r\nHost: 127.0.0.1:40123\r\nAuthorization: Basic dXNlcjpwYXNz\r\n"
+        b"Content-Length: 64\r\n\r\n")
+BROWSER = (b"GET /chat/room-1?since=12 HTTP/1.1\r\nHost: example.com\r\nConnection: keep-alive\r\n"
+           b"sec-ch-ua: \"Chromium\";v=\"131\", \"Not_A Brand\";v=\"24\"\r\n"
+           b"User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)\r\n"
+           b"Accept: text/html,application/xhtml+xml,*/*;q=0.8\r\nAccept-Language: en-US,en;q=0.9\r\n"
+           b"Cookie: session=abc; theme=dark\r\n\r\n")
+UPGRADE = (b"GET /ws?id=7 HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+def test_common_heads_take_the_fast_path():
+    for data in (PUSH, BROWSER, UPGRADE, b"GET / HTTP/1.0\n\n", b"GET /a HTTP/1.1\nHost: h\r\n\n",
+                 b"GET http://h:1/x/../y?q HTTP/1.1\r\nHost: other\r\n\r\n",
+                 b"GET /%7Euser/./a//b HTTP/1.1\r\nHost: h\r\nX: \xc3\xa9\r\n\r\n"):
+        assert check(data), data
+    h = parse_head(PUSH, 8192)
+    assert (h.method, h.uri, h.host, h.content_length, h.keep_alive) == ("POST", "/ws", "127.0.0.1:40123",
+                                                                         64, True)
+    h = parse_head(b"GET http://h:1/x/../y?q HTTP/1.0\r\nHost: other\r\nConnection: Keep-Alive\r\n\r\n", 8192)
+    assert (h.host, h.path, h.uri, h.args, h.http_version, h.keep_alive) == ("h:1", "/x/../y", "/y", "q",
+                                                                             b"1.0", True)
+
+
+def test_refused_heads_go_to_h11():
+    for data, status in (
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n", None),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1" + b"0" * 20 + b"\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n", 400),
+            (b"GET /\x00 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            (b"GET /%00 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            (b"GET /.. HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nX: \x01\r\n\r\n", None),
+            (b"GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n", 400),
+            (b"get / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+            (b"GET / HTTP/1.1\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400),
+            (b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", None)):
+        assert parse_head(data, 8192) is None, data
+        want = _oracle(data, 8192)
+        if status is None:
+            assert not isinstance(want, HttpError) or want.status != 200
+        else:
+            assert isinstance(want, HttpError) and want.status == status, (data, want)
+    # nothing over one large header buffer is taken: the limits are the h11 path's
+    assert parse_head(PUSH, len(PUSH) - 1) is None
+    assert check(PUSH, len(PUSH))
+
+
+def test_wired_into_the_request_parser():
+    """With the fast path on, ``next_head`` leaves the parser exactly as the h11 path does."""
+    data = PUSH + b"x" * 64 + BROWSER + b"GET /a HTTP/1.0\n\n"
+    states = []
+    for fast in (True, False):
+        p = HttpParser()
+        out = []
+        with (contextlib.nullcontext() if fast else _h11_only()):
+            p.feed(data)
+            while True:
+                h = p.next_head()
+                if h is None:
+                    break
+                out.append((_slots(h), p.last_line, p.in_request_line, p.body_left, p.read_body(),
+                            p.body_size, p.buffered))
+        states.append(out)
+    assert len(states[0]) == 3
+    assert states[0] == states[1]
