@@ -43,7 +43,7 @@ COLUMNS["echo_window8"] = COLUMNS["echo_pingpong"]
 PANELS = [
     ("push_max", "delivered_per_s", "push_max: delivered/s", False),
     ("push_max", "server_us_per_push", "push_max: server CPU µs per push", True),
-    ("push_2000", "latency_ms.p99", "push_2000: p99 latency, ms", True),
+    ("push_2000", "latency_ms.p99", "push_2000: p99 latency, ms, log scale", True),
     ("hold_10k", "pss_per_conn_kib", "hold_10k: PSS KiB per connection", True),
     ("echo_pingpong", "msgs_per_s", "echo_pingpong: msgs/s", False),
     ("echo_window8", "server_us_per_msg", "echo_window8: server CPU µs per msg", True),
@@ -267,6 +267,8 @@ def chart(doc, path: str) -> str | None:
         bars = ax.bar(range(len(labels)), vals, color=colors)
         ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
         ax.set_title(title + (" (lower is better)" if lower else ""), fontsize=9)
+        if "log scale" in title and any(v > 0 for v in vals):
+            ax.set_yscale("log")
         ax.tick_params(axis="y", labelsize=8)
         for b, v in zip(bars, got):
             ax.annotate("n/a" if v is None else fmt(v), (b.get_x() + b.get_width() / 2, b.get_height()),
