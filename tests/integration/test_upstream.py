@@ -172,7 +172,7 @@ os.rename(sys.argv[1] + ".tmp", sys.argv[1])
 srv.serve_forever()
 '''
 
-# Runs the example backend of docs/upstream.md unchanged, on an ephemeral port.
+# Runs the example backend of README.md (its first python block) unchanged, on an ephemeral port.
 DOC_RUNNER = r'''
 import os, re, sys
 text = open(sys.argv[1]).read()
@@ -457,7 +457,7 @@ def test_queue_overflow_closes_1008(ngxws_server, backends):
 
 @needs_websocket
 def test_docs_example_backend(ngxws_server, backends, tmp_path):
-    b = backends(DOC_RUNNER, os.path.join(ROOT, "docs", "upstream.md"))
+    b = backends(DOC_RUNNER, os.path.join(ROOT, "README.md"))
     srv = gateway(ngxws_server, b.port)
     with pytest.raises(websocket.WebSocketBadStatusException) as exc:
         websocket.create_connection("ws://127.0.0.1:%d/ws" % srv.port(), timeout=10)
