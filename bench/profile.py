@@ -96,7 +96,11 @@ def main(argv=None) -> int:
     summary = summarize(raws)
     if not a.keep_raw:
         shutil.rmtree(os.path.dirname(rawbase), ignore_errors=True)
-    text = (f"# {a.workload} on {a.target}, py-spy at {a.rate} Hz over {a.duration:g} s\n"
+    commit = subprocess.run(["git", "-C", os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "log", "-1", "--format=%h %cd", "--date=iso", "--", "ngxws"],
+                            capture_output=True, text=True).stdout.strip()
+    text = (f"# {a.workload} on {a.target}, py-spy at {a.rate} Hz over {a.duration:g} s; "
+            f"ngxws work tree at {commit} (last commit touching ngxws/)\n"
             f"# run (profiled, so slower than the suite's): {headline(r)}; ok={r['ok']}\n\n"
             + summary)
     with open(base + ".txt", "w") as f:
