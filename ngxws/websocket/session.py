@@ -44,7 +44,8 @@ import socket
 from wsproto.connection import Connection as WsConnection, ConnectionState, ConnectionType
 from wsproto.events import (BytesMessage, CloseConnection, Ping, Pong, TextMessage)
 
-from . import keepalive
+from . import frames, keepalive
+from .handshake import FrameLimit
 
 try:
     from ..http.stub_status import stats as _stats
@@ -64,6 +65,8 @@ REGISTRY: dict = {}
 
 _OPEN = ConnectionState.OPEN
 _REMOTE_CLOSING = ConnectionState.REMOTE_CLOSING
+#: Session.held for a session whose frames always go through wsproto (permessage-deflate)
+_WSPROTO = (-1, True, b"")
 
 
 class State(enum.Enum):
@@ -91,7 +94,7 @@ class Location:
     """What sessions of one `websocket` location share in a worker (one object, many sessions)."""
 
     __slots__ = ("conf", "loop", "log", "ping_interval", "idle_interval", "max_message_size",
-                 "send_buffer_size", "slow_close", "push_prefixes", "path")
+                 "send_buffer_size", "slow_close", "push_prefixes", "path", "frame_limit")
 
     def __init__(self, conf, loop, log=None, path="/"):
         self.conf = conf
@@ -102,6 +105,8 @@ class Location:
         self.max_message_size = conf.max_message_size
         self.send_buffer_size = conf.send_buffer_size
         self.slow_close = conf.slow_client == "close"
+        #: the largest client frame frames.decode() takes (wsproto refuses larger ones with 1009)
+        self.frame_limit = min(getattr(conf, "max_frame_size", 0) or 65535, 65535)
         #: "HOST:PORT" of each push URL; filled when the push port is open
         self.push_prefixes = ()
         #: the location's URI as it appears in push URLs
@@ -115,7 +120,7 @@ class Location:
 class Session:
     __slots__ = ("id", "conn", "loc", "ws", "state", "out", "queued", "parts", "parts_size",
                  "last_in", "last_ping", "upstream", "path", "paused", "close_code",
-                 "close_reason", "closed_by")
+                 "close_reason", "closed_by", "held")
 
     def __init__(self, loc: Location, path: str | None = None):
         self.id = new_id()
@@ -142,6 +147,9 @@ class Session:
         self.close_reason = ""
         #: "client" or "server": who started the close, for the log
         self.closed_by = None
+        #: None: client bytes go to frames.decode() first; else frames.follow()'s state for the
+        #: bytes wsproto holds, or _WSPROTO when an extension needs wsproto for every frame
+        self.held = None
 
     # -- start --------------------------------------------------------------------------------
 
@@ -160,6 +168,8 @@ class Session:
         if conn.log is not None:
             conn.log.action = "serving websocket"
         self.ws = WsConnection(ConnectionType.SERVER, extensions)
+        if extensions and any(type(ext) is not FrameLimit for ext in extensions):
+            self.held = _WSPROTO
         REGISTRY[self.id] = self
         now = loop.now_ms
         self.last_in = now
@@ -171,8 +181,7 @@ class Session:
         loop.update(conn, True, False)
         keepalive.arm(self)
         if trailing:
-            self.ws.receive_data(trailing)
-            self._process()
+            self._input(trailing)
 
     # -- output -------------------------------------------------------------------------------
 
@@ -192,17 +201,25 @@ class Session:
         ws = self.ws
         if ws.state is not _OPEN:
             return
-        # Connection.send() would build a TextMessage/BytesMessage only to take it apart again
-        # (half the cost of a small send); the frame layer it calls is the same, and
-        # test_session checks that both give the same bytes.
-        self._queue(ws._proto.send_data(data, True))
+        if self.held is _WSPROTO:
+            # Connection.send() would build a TextMessage/BytesMessage only to take it apart
+            # again (half the cost of a small send); the frame layer it calls is the same, and
+            # test_session checks that both give the same bytes.
+            self._queue(ws._proto.send_data(data, True))
+        elif type(data) is str:
+            self._queue(frames.frame_text(data.encode("utf-8")))
+        else:
+            self._queue(frames.frame_binary(data))
 
     send_text = send_message
     send_bytes = send_message
 
     def send_ping(self, payload: bytes = b"") -> None:
         if self.ws.state is _OPEN:
-            self._queue(self.ws.send(Ping(payload=bytes(payload[:125]))))
+            if self.held is _WSPROTO:
+                self._queue(self.ws.send(Ping(payload=bytes(payload[:125]))))
+            else:
+                self._queue(frames.frame_ping(bytes(payload[:125])))
 
     def push(self, data) -> int:
         """A push for this client: the HTTP status to answer (204, 404 or 429)."""
@@ -280,6 +297,37 @@ class Session:
 
     # -- input --------------------------------------------------------------------------------
 
+    def _input(self, data) -> None:
+        """Bytes from the client: plain frames by hand (frames.py), anything else via wsproto."""
+        held = self.held
+        if held is None and self.state is OPEN and not self.paused:
+            messages, pongs, end = frames.decode(data, self.loc.frame_limit)
+            if pongs and self.conn.log.debug_enabled:
+                for _ in range(pongs):
+                    self.conn.log.debug("websocket pong received")
+            if messages:
+                done = 0
+                for message in messages:
+                    self._on_message(message)
+                    done += 1
+                    if self.paused or self.state is not OPEN:
+                        # the messages not taken wait in wsproto's buffer, as _process() leaves
+                        # them when the queue is over the mark
+                        if done < len(messages):
+                            end = frames.skip(data, done)
+                        break
+            if end == len(data):
+                return
+            state = self.state
+            if state is not OPEN and state is not CLOSING:
+                return
+            data = data[end:]
+        if held is not _WSPROTO:
+            self.held = frames.follow(data, held)
+        self.ws.receive_data(data)
+        if not self.paused:
+            self._process()
+
     def _process(self) -> None:
         ws = self.ws
         for event in ws.events():
@@ -335,6 +383,19 @@ class Session:
             self.parts = None
             self.parts_size = 0
             event = None
+        self._deliver(data, event)
+
+    def _on_message(self, data) -> None:
+        """A whole message (str or bytes) from frames.decode()."""
+        limit = self.loc.max_message_size
+        if len(data) * 4 > limit and self._size(data) > limit:
+            self._too_big()
+            return
+        self._deliver(data, None)
+
+    def _deliver(self, data, event) -> None:
+        """A whole message to the upstream, or echoed with back-pressure."""
+        loc = self.loc
         upstream = self.upstream
         if upstream is not None:
             if event is None or not event.frame_finished:
@@ -512,8 +573,7 @@ def ws_read_handler(ev) -> None:
     if state is LINGERING:
         return
     session.last_in = session.loc.loop.now_ms
-    session.ws.receive_data(data)
-    session._process()
+    session._input(data)
 
 
 def ws_write_handler(ev) -> None:

@@ -10,6 +10,9 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 from wsproto.frame_protocol import CloseReason
 
 from ngxws.websocket import frames
+from ngxws.websocket.session import REGISTRY
+
+from .test_session import Harness
 
 
 def mask(payload: bytes, key: bytes) -> bytes:
@@ -278,3 +281,70 @@ def test_server_close_matches_wsproto(code, reason):
     # wsproto sends no code for the enum member only (a plain 1005 would become 1000)
     event = CloseConnection(CloseReason.NO_STATUS_RCVD if code == 1005 else code, reason)
     assert frames.frame_close(code, reason or "") == ws.send(event)
+
+
+# -- through the real Session (websocket/session.py wires decode/follow into its read path) --
+
+@st.composite
+def session_item(draw, client):
+    """(wire bytes, what the session sends back) for one client item."""
+    kind = draw(st.sampled_from(["text", "text", "binary", "binary", "ping", "pong", "fragments"]))
+    if kind == "text":
+        m = draw(st.one_of(st.text(max_size=130), st.sampled_from(["é" * 63, "a" * 126])))
+        return client.send(TextMessage(m)), [(TextMessage, m)]
+    if kind == "binary":
+        m = draw(st.one_of(st.binary(max_size=130), st.sampled_from([b"b" * 125, b"b" * 126])))
+        return client.send(BytesMessage(m)), [(BytesMessage, m)]
+    if kind == "ping":
+        p = draw(st.binary(max_size=20))
+        return client.send(Ping(p)), [(Pong, p)]
+    if kind == "pong":
+        return client.send(Pong(draw(st.binary(max_size=20)))), []
+    parts = draw(st.lists(st.text(max_size=40), min_size=1, max_size=3))
+    wire, back = b"", []
+    for i, part in enumerate(parts):
+        wire += client.send(TextMessage(part, message_finished=i == len(parts) - 1))
+        if i < len(parts) - 1 and draw(st.booleans()):
+            wire += client.send(Ping(b"mid"))
+            back.append((Pong, b"mid"))
+    return wire, back + [(TextMessage, "".join(parts))]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data(), st.lists(st.integers(min_value=0, max_value=1 << 16), max_size=10),
+       st.sampled_from([64 * 1024, 200]))
+def test_session_answers_as_with_wsproto_alone(data, cuts, send_buffer_size):
+    REGISTRY.clear()
+    h = Harness(send_buffer_size=send_buffer_size)
+    h.events()
+    items = data.draw(st.lists(session_item(h.client), min_size=1, max_size=8))
+    wire = b"".join(w for w, _ in items)
+    expected = [e for _, back in items for e in back]
+    for chunk in split(wire, cuts):
+        h.peer.sendall(chunk)
+        h.spin(1)
+    got = h.events(len(expected))
+    assert [(type(e), e.payload if isinstance(e, Pong) else e.data) for e in got] == expected
+    assert h.session.held is None and not h.session.paused
+    pongs = sum(1 for w, back in items if not back and w)
+    assert h.sink.text().count("websocket pong received") == pongs
+    h.peer.close()
+    h.spin()
+    REGISTRY.clear()
+
+
+def test_session_fast_path_stops_at_the_mark():
+    REGISTRY.clear()
+    h = Harness(send_buffer_size=3000)
+    h.events()
+    wire = b"".join(h.client.send(BytesMessage(b"%04d" % i + b"m" * 996)) for i in range(50))
+    # one read holding 50 messages: parsing stops one message over the mark, the rest waits
+    h.session._input(wire)
+    assert h.session.paused and 3000 < h.session.queued <= 3000 + 1004
+    assert h.session.held is None
+    got = h.events(50)
+    assert [e.data[:4] for e in got] == [b"%04d" % i for i in range(50)]
+    assert not h.session.paused
+    h.peer.close()
+    h.spin()
+    REGISTRY.clear()
