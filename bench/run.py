@@ -230,9 +230,11 @@ def run_one(workload: str, label: str, duration: float = 10.0, scale: float = 1.
             renice(gens.pids, NICE)
         ready = gens.expect("READY", 120 + conns / 500)
         res["connect"] = merge(ready)
-        meter = proc.CpuMeter({"server": server, "loadgen": gens.pids})
+        aux = t.aux_pids() if hasattr(t, "aux_pids") else {}  # e.g. an upstream target's backend
+        meter = proc.CpuMeter({"server": server, "loadgen": gens.pids, **aux})
         gens.send("GO")
         meter.start()
+        c0 = t.counters() if aux else {}
         if on_go is not None:
             on_go(t, server)
         if kind == "hold":
@@ -275,6 +277,10 @@ def run_one(workload: str, label: str, duration: float = 10.0, scale: float = 1.
             elif kind == "echo":
                 res["server_us_per_msg"] = meter.us_per("server", done.get("msgs", 0))
                 res["loadgen_us_per_msg"] = meter.us_per("loadgen", done.get("msgs", 0))
+                for g in aux:
+                    res[f"{g}_us_per_msg"] = meter.us_per(g, done.get("msgs", 0))
+                if aux:
+                    res.update(t.counter_delta(c0, t.counters()))
             elif kind == "handshakes":
                 res["server_us_per_handshake"] = meter.us_per("server", done.get("handshakes", 0))
                 res["loadgen_us_per_handshake"] = meter.us_per("loadgen", done.get("handshakes", 0))

@@ -310,6 +310,7 @@ KINDS = {t.name: t for t in (Ngxws, Nchan, Aiohttp, Websockets)}
 
 def make(label: str, **opts) -> Target:
     """'ngxws-w2', 'nchan-w1', 'aiohttp', 'websockets' (+ options such as ping=30000)."""
+    from . import upstream_targets  # noqa: F401 - registers ngxws-up and pushpin
     name, _, w = label.partition("-w")
     if name not in KINDS:
         raise ValueError(f"unknown target {label!r}; known: ngxws-wN, nchan-wN, aiohttp, websockets")
