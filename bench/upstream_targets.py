@@ -77,6 +77,9 @@ class Upstream(Target):
         except BaseException:
             self.stop_backend()
             raise
+        from . import run  # its --nice applies to the backend too (run imports this module's importer)
+        if run.NICE:
+            run.renice([self.backend.pid], run.NICE)
         if cpus:  # the gateway on the given CPUs, the backend on the others (with the generator)
             rest = set(range(os.cpu_count() or 1)) - set(cpus)
             if rest:
