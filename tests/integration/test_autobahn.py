@@ -36,7 +36,7 @@ ECHO = """
 @pytest.mark.skipif(KOSOKU is None, reason="kosoku is not installed (pip install kosoku)")
 @pytest.mark.timeout(1800)
 def test_autobahn_all_cases(ngxws_server, tmp_path):
-    srv = ngxws_server(http=ECHO, level="notice")
+    srv = ngxws_server(http=ECHO, level="notice", workers=2)
     outdir = tmp_path / "reports"
     proc = subprocess.Popen([KOSOKU, "-p", "4", "-o", str(outdir), "ws://127.0.0.1:%d" % srv.port()],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
