@@ -65,6 +65,6 @@ def timer_handler(session) -> None:
         if now - last >= loc.ping_interval:
             if conn.log.debug_enabled:
                 conn.log.debug("websocket ping sent")
-            session._queue(session.ws.send(Ping()))
+            session.send_ping()
             session.last_ping = now
     arm(session)
