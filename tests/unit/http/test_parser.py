@@ -199,6 +199,7 @@ UPGRADE = (b"GET /ws?id=7 HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnectio
 def test_common_heads_take_the_fast_path():
     for data in (PUSH, BROWSER, UPGRADE, b"GET / HTTP/1.0\n\n", b"GET /a HTTP/1.1\nHost: h\r\n\n",
                  b"GET http://h:1/x/../y?q HTTP/1.1\r\nHost: other\r\n\r\n",
+                 b"GET http:///x HTTP/1.1\r\nHost: other\r\n\r\n", b"GET HTTPS://h?x HTTP/1.0\r\n\r\n",
                  b"GET /%7Euser/./a//b HTTP/1.1\r\nHost: h\r\nX: \xc3\xa9\r\n\r\n"):
         assert check(data), data
     h = parse_head(PUSH, 8192)
@@ -207,6 +208,8 @@ def test_common_heads_take_the_fast_path():
     h = parse_head(b"GET http://h:1/x/../y?q HTTP/1.0\r\nHost: other\r\nConnection: Keep-Alive\r\n\r\n", 8192)
     assert (h.host, h.path, h.uri, h.args, h.http_version, h.keep_alive) == ("h:1", "/x/../y", "/y", "q",
                                                                              b"1.0", True)
+    # an absolute URI without a host leaves the Host header in charge
+    assert parse_head(b"GET http:///x HTTP/1.1\r\nHost: other\r\n\r\n", 8192).host == "other"
 
 
 def test_refused_heads_go_to_h11():
