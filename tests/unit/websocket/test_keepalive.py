@@ -22,6 +22,7 @@ def fake(now=10_000, last_in=10_000, last_ping=10_000, ping=1000, idle=3000):
                         conn=conn, last_in=last_in, last_ping=last_ping, queued=[], closed=None,
                         ws=SimpleNamespace(send=lambda ev: b"PING"))
     s._queue = s.queued.append
+    s.send_ping = lambda payload=b"": s.queued.append(b"PING")
     s.close = lambda code, reason: setattr(s, "closed", (code, reason))
     return s, loop
 
