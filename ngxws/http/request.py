@@ -10,20 +10,20 @@ parsing: a request line longer than a large header buffer is a 414, a header
 line longer than one, or a head longer than all of them, is a 400 "Request
 Header Or Cookie Too Large" (nginx's 494).
 
-A complete plain head (origin-form target, HTTP/1.0 or 1.1, token names,
-printable values, one Host, a digit Content-Length, no Transfer-Encoding) is
-split by two compiled regexes (``_fast_head``), a strict subset of h11's
-grammar; a hypothesis differential test holds it to h11 (same acceptance,
-same method, target, version and headers).  Every other head goes to h11
-whole, which does the strict RFC 9112 parsing and finds the errors: a fresh
-``h11.Connection`` per such head (about 1.5 µs), because ngxws writes its
-responses itself, in nginx's exact form, and an h11 connection that sent no
-response cannot start its next cycle.  Measured here: ~13 µs per plain head
-against ~50 µs for h11 alone.  On top of both, what nginx refuses and h11 lets
-through is refused here: obs-fold, a duplicate Content-Length or Host even
-when equal, Content-Length together with Transfer-Encoding, lower-case
-methods, HTTP/2+ request lines (505), targets that are not an origin or
-absolute form, and paths that climb above the root.
+A complete plain head (printable target in origin or absolute form, HTTP/1.0
+or 1.1, token names, printable values, one Host, a digit Content-Length, no
+Transfer-Encoding) is parsed by ``http/parser.py`` without h11; a hypothesis
+differential test holds it to this module's h11 path (same acceptance, the same
+``Head`` slot by slot).  Every other head goes to h11 whole, which does the
+strict RFC 9112 parsing and finds the errors: a fresh ``h11.Connection`` per
+such head (about 1.5 µs), because ngxws writes its responses itself, in nginx's
+exact form, and an h11 connection that sent no response cannot start its next
+cycle.  Measured here: ~5-8 µs per plain push head against ~50-100 µs through
+h11.  On top of h11, what nginx refuses and h11 lets through is refused here:
+obs-fold, a duplicate Content-Length or Host even when equal, Content-Length
+together with Transfer-Encoding, lower-case methods, HTTP/2+ request lines
+(505), targets that are not an origin or absolute form, and paths that climb
+above the root.
 
 Bodies: Content-Length bodies are cut from the buffer here; chunked bodies
 are decoded by the head's h11 connection (bad chunk sizes are its to find),
@@ -46,49 +46,6 @@ INFO = 7
 
 _HEAD_END = re.compile(rb"\n\r?\n")
 _CL_LINE = re.compile(rb"\ncontent-length[ \t]*:", re.IGNORECASE)
-# the common head, parsed without h11: a strict subset of what h11 accepts (the
-# differential test in tests/unit/http/test_request.py holds it to that); anything
-# else, and every chunked request, goes to h11 whole
-_FAST_LINE = re.compile(rb"([A-Z_-]+) (/[\x21-\x7e]*) HTTP/(1\.[01])\r?\n")
-_FAST_FIELD = re.compile(rb"([-!#$%&'*+.^_`|~0-9a-zA-Z]+):[ \t]*"
-                         rb"((?:[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*)?)[ \t]*\r?\n")
-_TE_OR_CL = frozenset((b"transfer-encoding", b"content-length", b"host"))
-
-
-def _fast_head(head):
-    """(method, target, version, [(lower name, value)]) of a plain head, or None for h11 to parse."""
-    m = _FAST_LINE.match(head)
-    if m is None:
-        return None
-    pos = m.end()
-    end = len(head)
-    headers = []
-    hosts = 0
-    match = _FAST_FIELD.match
-    while True:
-        if pos >= end:
-            return None
-        c = head[pos]
-        if c == 10 or (c == 13 and pos + 2 == end):
-            break
-        f = match(head, pos)
-        if f is None:
-            return None
-        name = f.group(1).lower()
-        value = f.group(2)
-        if name in _TE_OR_CL:
-            if name == b"host":
-                hosts += 1
-            elif name == b"transfer-encoding" or not value.isdigit() or len(value) > 20:
-                return None
-        headers.append((name, value))
-        pos = f.end()
-    if pos + (1 if head[pos] == 10 else 2) != end:
-        return None
-    version = m.group(3)
-    if hosts > 1 or (hosts == 0 and version == b"1.1"):
-        return None
-    return m.group(1), m.group(2), version, headers
 
 
 _METHOD_PREFIX = re.compile(rb"[A-Z_-]*")
@@ -316,25 +273,20 @@ class HttpParser:
             raise HttpError(400, "client sent invalid method")
         if b"\n " in head or b"\n\t" in head:
             raise HttpError(400, "client sent invalid header line")
-        fast = _fast_head(head)
-        if fast is not None:
-            conn = None
-            method, target_b, version, headers = fast
-        else:
-            conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head)
-            conn.receive_data(head)
-            try:
-                ev = conn.next_event()
-            except h11.RemoteProtocolError as e:
-                status, msg, in_line = _h11_message(e)
-                self.in_request_line = in_line
-                raise HttpError(status, msg) from None
-            if type(ev) is not h11.Request:
-                raise HttpError(400, "client sent invalid request")
-            method = ev.method
-            target_b = ev.target
-            version = ev.http_version
-            headers = _header_list(ev.headers)
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head)
+        conn.receive_data(head)
+        try:
+            ev = conn.next_event()
+        except h11.RemoteProtocolError as e:
+            status, msg, in_line = _h11_message(e)
+            self.in_request_line = in_line
+            raise HttpError(status, msg) from None
+        if type(ev) is not h11.Request:
+            raise HttpError(400, "client sent invalid request")
+        method = ev.method
+        target_b = ev.target
+        version = ev.http_version
+        headers = _header_list(ev.headers)
         h = Head()
         h.length = len(head)
         if version[0] != 49:    # "1"
