@@ -46,6 +46,8 @@ INFO = 7
 
 _HEAD_END = re.compile(rb"\n\r?\n")
 _CL_LINE = re.compile(rb"\ncontent-length[ \t]*:", re.IGNORECASE)
+# nginx takes only digits (ngx_atoof); h11 folds a list such as "5, 5" into one value
+_CL_VALUE = re.compile(rb"\ncontent-length[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?\n", re.IGNORECASE)
 
 
 _METHOD_PREFIX = re.compile(rb"[A-Z_-]*")
@@ -348,6 +350,9 @@ class HttpParser:
                                      'at the same time')
             if len(_CL_LINE.findall(head)) > 1:
                 raise HttpError(400, 'client sent duplicate header line: "Content-Length"')
+            m = _CL_VALUE.search(head)
+            if m is not None and not m.group(1).isdigit():
+                raise HttpError(400, 'client sent invalid "Content-Length" header')
         if h.http_version == b"1.1":
             h.keep_alive = connection is None or b"close" not in connection
         else:

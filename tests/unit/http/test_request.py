@@ -199,3 +199,14 @@ def test_mutated_requests_never_escape(req, pos, junk):
         assert e.status in (400, 414, 494, 501, 505, 413)
 
 
+
+
+@pytest.mark.parametrize("value", [b"5, 5", b"5,5", b"5 ,5"])
+def test_content_length_list_refused_as_nginx(value):
+    # real nginx 1.22: 400, 'client sent invalid "Content-Length" header' (h11 alone folds the list)
+    p = HttpParser()
+    p.feed(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: " + value + b"\r\n\r\nhello")
+    with pytest.raises(HttpError) as info:
+        p.next_head()
+    assert info.value.status == 400
+    assert info.value.message == 'client sent invalid "Content-Length" header'
