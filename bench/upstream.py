@@ -25,12 +25,13 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 if __package__ in (None, ""):  # run as a script: bench/upstream.py
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     __package__ = "bench"
-from . import run  # noqa: E402
+from . import proc, run  # noqa: E402
 
 WORKLOADS = ("echo_pingpong", "echo_window8")
 TARGETS = ("ngxws-w1", "ngxws-up", "pushpin")
@@ -48,6 +49,37 @@ COLUMNS = [  # header, path in a run record, digits
     ("loadgen CPU%", ("loadgen_cpu_pct",), 0),
     ("other CPU%", ("other_cpu_pct",), 0),
 ]
+
+
+class ByProcess:
+    """CPU% of each process of the server over the measured window (run_one's on_go hook opens it;
+    a timer thread closes it `duration` seconds later, before the server is stopped)."""
+
+    def __init__(self, duration: float):
+        self.duration = duration
+        self.result: dict[str, float] = {}
+        self.thread = None
+
+    def __call__(self, target, pids):
+        c0 = {p: sum(proc.cpu([p])) for p in pids}
+        t0 = time.monotonic()
+
+        def close():
+            time.sleep(self.duration * 0.95)
+            wall = time.monotonic() - t0
+            out: dict[str, float] = {}
+            for p, c in c0.items():
+                name = proc.name(p)
+                out[name] = round(out.get(name, 0.0) + (sum(proc.cpu([p])) - c) / wall * 100, 1)
+            self.result = out
+
+        self.thread = threading.Thread(target=close, daemon=True)
+        self.thread.start()
+
+    def get(self) -> dict[str, float]:
+        if self.thread is not None:
+            self.thread.join(self.duration + 5)
+        return self.result
 
 
 def dpkg_version(pkg: str) -> str | None:
@@ -107,6 +139,13 @@ def markdown(doc: dict) -> str:
             row = [cell([get(r, p) for r in ok], d) for _, p, d in COLUMNS]
             lines.append(f"| **{label}** | " + " | ".join(row) + f" | {len(ok)}/{len(recs)} |")
         lines.append("")
+        for label in doc["targets"]:
+            recs = [r for r in doc["runs"] if r["workload"] == wid and r["target"] == label and r["ok"]
+                    and r.get("server_cpu_pct_by_process")]
+            names = sorted({n for r in recs for n in r["server_cpu_pct_by_process"]})
+            if recs and len(names) > 1:
+                parts = [f"{n} {cell([r['server_cpu_pct_by_process'].get(n) for r in recs], 1)}" for n in names]
+                lines.append(f"- {label} server CPU% by process: " + ", ".join(parts))
         for r in doc["runs"]:
             if r["workload"] == wid and not r["ok"]:
                 lines.append(f"- failed: {r['target']} rep {r['rep'] + 1}: {r.get('checks') or r.get('error')}")
@@ -141,8 +180,10 @@ def main(argv=None) -> int:
         for wid in workloads:
             for label in labels:
                 run.log(f"[{rep + 1}/{a.reps}] {wid} {label} ...")
-                r = run.run_one(wid, label, a.duration, a.scale)
+                split = ByProcess(a.duration)
+                r = run.run_one(wid, label, a.duration, a.scale, on_go=split)
                 r["rep"] = rep
+                r["server_cpu_pct_by_process"] = split.get()
                 if r.get("server_us_per_msg") is not None:
                     r["total_us_per_msg"] = round(r["server_us_per_msg"] + (r.get("backend_us_per_msg") or 0), 2)
                 run.log(f"    {'ok' if r['ok'] else 'FAILED'} {run.headline(r)} backend "
