@@ -274,7 +274,10 @@ def open_push_ports(cycle, main) -> None:
             spec = _push_spec(conf.core_loc)
             if spec in locations:
                 continue
-            loc = LocationConf(handler=push_handler, client_max_body_size=conf.max_message_size)
+            # keep-alive as the websocket location has it (from http{}, server{} or the location)
+            loc = LocationConf(handler=push_handler, client_max_body_size=conf.max_message_size,
+                               keepalive_requests=conf.core_loc.keepalive_requests,
+                               keepalive_timeout=conf.core_loc.keepalive_timeout)
             if conf.core_loc.access:
                 loc.access = conf.core_loc.access
             locations[spec] = loc
