@@ -228,7 +228,7 @@ def noise(doc) -> str:
 
 
 def update_readme(doc, readme: str) -> bool:
-    """Replace the text between the latest-results markers of bench/README.md."""
+    """Replace the text between the latest-results markers of a README (bench's and the project's)."""
     begin, end = "<!-- latest:begin -->", "<!-- latest:end -->"
     try:
         with open(readme) as f:
@@ -293,7 +293,10 @@ def write(doc, out_dir: str) -> None:
         import shutil
         shutil.copyfile(p, os.path.join(out_dir, "latest.png"))
     if os.path.abspath(out_dir) == os.path.abspath(RESULTS):
-        update_readme(doc, os.path.join(os.path.dirname(RESULTS), "README.md"))
+        bench_dir = os.path.dirname(RESULTS)
+        update_readme(doc, os.path.join(bench_dir, "README.md"))
+        # the project's README shows the same latest table
+        update_readme(doc, os.path.join(os.path.dirname(bench_dir), "README.md"))
 
 
 def main(argv=None) -> int:
