@@ -104,6 +104,7 @@ class Upstream(Target):
         text = ev1.get("TEXT", 0) - ev0.get("TEXT", 0)
         return {"backend_requests": req, "backend_text_events": text,
                 "backend_bytes_in": c1["bytes_in"] - c0["bytes_in"],
+                "backend_connections_opened": c1.get("connections", 0) - c0.get("connections", 0),
                 "backend_req_per_msg": round(req / text, 3) if text else None}
 
     def backend_tail(self, n: int = 1500) -> str:

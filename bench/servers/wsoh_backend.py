@@ -8,9 +8,10 @@ upstream benchmark, so that the gateways are compared on equal terms. Each POST 
 
 and nothing for PONG, DISCONNECT or anything else.
 
-GET /stats on the backend's own port answers JSON counters (requests, bytes in, events by name), so
-the runner can tell how many requests a client message cost (one request in flight per client:
-messages that arrive meanwhile share the next request). Any other GET answers 200 "ok".
+GET /stats on the backend's own port answers JSON counters (requests, bytes in, events by name,
+connections seen: distinct peer addresses), so the runner can tell how many requests a client
+message cost (one request in flight per client: messages that arrive meanwhile share the next
+request) and whether the gateway keeps its backend connections alive. Any other GET answers 200 "ok".
 
 aiohttp, one process, access log off, uvloop unless --no-uvloop.
 """
@@ -27,15 +28,17 @@ ECHOED = frozenset((b"TEXT", b"BINARY", b"CLOSE"))
 
 
 class Stats:
-    __slots__ = ("requests", "bytes_in", "events")
+    __slots__ = ("requests", "bytes_in", "events", "peers")
 
     def __init__(self):
         self.requests = 0
         self.bytes_in = 0
         self.events: dict[str, int] = {}
+        self.peers: set = set()  # (host, port) of every connection seen: is the gateway keeping them alive?
 
     def as_dict(self) -> dict:
-        return {"requests": self.requests, "bytes_in": self.bytes_in, "events": dict(self.events)}
+        return {"requests": self.requests, "bytes_in": self.bytes_in, "events": dict(self.events),
+                "connections": len(self.peers)}
 
 
 STATS = Stats()
@@ -74,6 +77,7 @@ async def on_post(request: web.Request) -> web.Response:
     body = await request.read()
     STATS.requests += 1
     STATS.bytes_in += len(body)
+    STATS.peers.add(request.transport.get_extra_info("peername") if request.transport else None)
     try:
         out = answer(body)
     except ValueError as e:
