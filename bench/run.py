@@ -232,9 +232,9 @@ def run_one(workload: str, label: str, duration: float = 10.0, scale: float = 1.
         res["connect"] = merge(ready)
         aux = t.aux_pids() if hasattr(t, "aux_pids") else {}  # e.g. an upstream target's backend
         meter = proc.CpuMeter({"server": server, "loadgen": gens.pids, **aux})
+        c0 = t.counters() if aux else {}  # before GO: the counted window covers the measured one
         gens.send("GO")
         meter.start()
-        c0 = t.counters() if aux else {}
         if on_go is not None:
             on_go(t, server)
         if kind == "hold":
