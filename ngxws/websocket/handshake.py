@@ -31,9 +31,6 @@ from wsproto.frame_protocol import CloseReason, Opcode, RsvBits
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
-#: whole messages shorter than this are sent uncompressed (RSV1 clear), as RFC 7692 allows
-MIN_COMPRESS_SIZE = 128
-
 
 class ProtocolError(Exception):
     """A handshake that must not succeed; `status_hint` is the HTTP status to answer with."""
@@ -165,10 +162,6 @@ class Deflate(PerMessageDeflate):
 
     def frame_outbound(self, proto, opcode, rsv, data, fin):
         if not self.compress_out:
-            return rsv, data
-        if fin and len(data) < MIN_COMPRESS_SIZE and opcode is not Opcode.CONTINUATION:
-            # A whole small message: deflate cannot shrink it by much, and a fresh compressor
-            # (no context takeover) costs far more than sending it as it is.
             return rsv, data
         if opcode is Opcode.CONTINUATION or opcode is Opcode.TEXT or opcode is Opcode.BINARY:
             if self._compressor is None:

@@ -210,10 +210,4 @@ def test_compressed_size_per_window():
     client, server = pair(b"permessage-deflate")
     frame = server.send(TextMessage("a" * 1000))
     assert frame[0] & 0x40 and len(frame) < 100
-    # small messages go out as they are
-    frame = server.send(TextMessage("a" * (handshake.MIN_COMPRESS_SIZE - 1)))
-    assert frame[0] & 0x40 == 0
-    client.receive_data(frame)
-    (ev,) = client.events()
-    assert ev.data == "a" * (handshake.MIN_COMPRESS_SIZE - 1)
     assert zlib  # used by the extension under test
