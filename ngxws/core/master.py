@@ -100,10 +100,8 @@ class Master:
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else 1
             except BaseException:
-                try:
-                    cycle.log.alert("worker process failed: %s", traceback.format_exc().rstrip())
-                except BaseException:
-                    pass
+                # the log's writes never raise: a full disk loses the line, not the exit code
+                cycle.log.alert("worker process failed: %s", traceback.format_exc().rstrip())
                 code = EXIT_BOOT_FAILED
             finally:
                 os._exit(code)
