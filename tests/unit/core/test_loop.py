@@ -7,35 +7,7 @@ import pytest
 
 from ngxws.core.connection import ConnectionPool
 from ngxws.core.loop import MAX_SELECT_TIMEOUT, Event, EventLoop
-
-
-class FakeLog:
-    debug_enabled = False
-
-    def __init__(self):
-        self.records = []
-
-    def _rec(level):
-        def f(self, fmt, *args):
-            self.records.append((level, fmt % args if args else fmt))
-        return f
-
-    emerg, alert, crit, error = _rec("emerg"), _rec("alert"), _rec("crit"), _rec("error")
-    warn, notice, info, debug = _rec("warn"), _rec("notice"), _rec("info"), _rec("debug")
-
-    def at(self, level):
-        return [m for lvl, m in self.records if lvl == level]
-
-
-class FakeClock:
-    def __init__(self, ms=0):
-        self.ns = ms * 1_000_000
-
-    def __call__(self):
-        return self.ns
-
-    def advance(self, ms):
-        self.ns += ms * 1_000_000
+from .fakes import FakeClock, FakeLog
 
 
 class RecordingSelector(selectors.DefaultSelector):

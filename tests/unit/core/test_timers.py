@@ -4,32 +4,7 @@ from hypothesis import given, settings, strategies as st
 
 from ngxws.core.loop import Event, EventLoop
 from ngxws.core.timers import TimerHeap
-
-
-class FakeLog:
-    debug_enabled = False
-
-    def __init__(self):
-        self.records = []
-
-    def _rec(level):
-        def f(self, fmt, *args):
-            self.records.append((level, fmt % args if args else fmt))
-        return f
-
-    emerg, alert, crit, error = _rec("emerg"), _rec("alert"), _rec("crit"), _rec("error")
-    warn, notice, info, debug = _rec("warn"), _rec("notice"), _rec("info"), _rec("debug")
-
-
-class FakeClock:
-    def __init__(self, ms=0):
-        self.ns = ms * 1_000_000
-
-    def __call__(self):
-        return self.ns
-
-    def advance(self, ms):
-        self.ns += ms * 1_000_000
+from .fakes import FakeClock, FakeLog
 
 
 class Model:
