@@ -168,8 +168,10 @@ def raise_nofile(log, want):
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
     except (ValueError, OSError) as e:
-        errno = getattr(e, "errno", None) or 1
-        log.alert("setrlimit(RLIMIT_NOFILE, %d) failed (%d: %s)", want, errno, "Operation not permitted")
+        # ValueError: Python's own refusal to raise the hard limit; the kernel's would be EPERM
+        errno, text = (e.errno, e.strerror) if isinstance(e, OSError) and e.errno else \
+            (1, "Operation not permitted")
+        log.alert("setrlimit(RLIMIT_NOFILE, %d) failed (%d: %s)", want, errno, text)
         # Get as close as the hard limit allows.
         if soft < hard:
             try:

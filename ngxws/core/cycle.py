@@ -11,7 +11,6 @@ taken over, not reopened: that is what lets a reload keep every port and never
 refuse a connection.
 """
 
-import mmap
 import multiprocessing
 import os
 
@@ -24,7 +23,6 @@ class Cycle:
     def __init__(self, prefix, conf_file, modules, params=None):
         self.prefix = prefix
         self.conf_file = conf_file
-        self.conf_prefix = os.path.dirname(conf_file)
         self.modules = modules
         #: -g text
         self.params = params
@@ -32,14 +30,14 @@ class Cycle:
         self.log = None
         #: [Listening], opened in the master before fork
         self.listening = []
+        #: [Listening] opened by this worker alone (``add_listening``), e.g. the push port
+        self.worker_listening = []
         #: path -> LogFile, so that one path is opened once (error and access logs alike)
         self.open_files = {}
         #: set in a worker
         self.loop = None
         self.pool = None
         self.worker_slot = 0
-        #: anonymous shared memory made in the master, by name
-        self.shared = {}
         self.exiting = False
         #: the master asked for a stop (QUIT), not a retirement after a reload
         self.quitting = False
@@ -144,14 +142,6 @@ class Cycle:
                 raise ConfigError(str(e)) from None
             self.log.notice("listening on %s", ls.addr_text)
 
-    def shared_memory(self, name, size):
-        """Anonymous shared memory, created in the master so every worker sees it."""
-        shm = self.shared.get(name)
-        if shm is None:
-            shm = mmap.mmap(-1, size)
-            self.shared[name] = shm
-        return shm
-
     def next_connection_number(self):
         """nginx's ngx_connection_counter: unique across every worker of this master."""
         counter = self.connection_counter
@@ -173,13 +163,9 @@ class Cycle:
         ls = Listening(host, port, handler=handler, servers=servers, backlog=backlog)
         ls.pool = self.pool
         ls.open()
-        if not self.worker_listening:
-            self.worker_listening = []
         self.worker_listening.append(ls)
         self.loop.add_listening(ls)
         return ls
-
-    worker_listening = ()
 
     # -- teardown ------------------------------------------------------------
 
