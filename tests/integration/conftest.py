@@ -247,5 +247,5 @@ def ngxws_server(tmp_path, request):
         bad = srv.bad_lines()
         if bad:
             failures.append("\n".join(bad))
-    if failures and not hasattr(request.node, "rep_call_failed"):
+    if failures:
         pytest.fail("error log has unexpected alert/crit/emerg lines:\n" + "\n".join(failures))

@@ -1,4 +1,4 @@
-"""Stand-ins shared by the core unit tests: a log that records, a clock that tests move."""
+"""Stand-ins shared by the unit tests: a log that records, a clock that tests move, a log file in memory."""
 
 
 class FakeLog:
@@ -28,3 +28,19 @@ class FakeClock:
 
     def advance(self, ms):
         self.ns += ms * 1_000_000
+
+
+class MemorySink:
+    """An ErrorLog sink that keeps its lines."""
+
+    def __init__(self):
+        self.lines = []
+
+    def write(self, data):
+        self.lines.append(data.decode())
+
+    def reopen(self):
+        pass
+
+    def close(self):
+        pass

@@ -13,20 +13,6 @@ from ngxws.core.loop import Event, EventLoop
 from ngxws.http.client import HttpClient, URLError, parse_url
 
 
-class MemorySink:
-    def __init__(self):
-        self.lines = []
-
-    def write(self, data):
-        self.lines.append(data.decode())
-
-    def reopen(self):
-        pass
-
-    def close(self):
-        pass
-
-
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -436,6 +422,7 @@ import h11  # noqa: E402
 from hypothesis import HealthCheck, example, given, settings, strategies as st  # noqa: E402
 
 from ngxws.http.client import FALLBACK, MAX_HEAD_SIZE, parse_head  # noqa: E402
+from ..core.fakes import MemorySink
 
 
 def h11_parse(data):

@@ -16,20 +16,7 @@ from ngxws.core.loop import Event, EventLoop
 from ngxws.http.client import parse_url
 from ngxws.websocket import upstream as up, wsoh
 from ngxws.websocket.upstream import UpstreamConf, UpstreamModule, UpstreamSession
-
-
-class MemorySink:
-    def __init__(self):
-        self.lines = []
-
-    def write(self, data):
-        self.lines.append(data.decode())
-
-    def reopen(self):
-        pass
-
-    def close(self):
-        pass
+from ..core.fakes import MemorySink
 
 
 class Backend(http.server.BaseHTTPRequestHandler):
