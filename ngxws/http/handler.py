@@ -39,6 +39,7 @@ from . import stub_status
 from .errors import CLOSE_WITHOUT_RESPONSE, KEEPALIVE_BREAKING, error_page, \
     status_line
 from .locations import normalize_host
+from .parser import parse_head
 from .request import ERROR, Head, HttpError, HttpParser, Request
 from .static import static_handler
 
@@ -77,6 +78,9 @@ class _DateCache:
 
 _date = _DateCache()
 
+#: (server_tokens, keepalive_header or -1 for "Connection: close") -> (Date line, head)
+_HEADS_204 = {}
+
 
 def http_date(ts):
     return formatdate(ts, usegmt=True).encode()
@@ -93,7 +97,8 @@ DETACHED = 5      #: handed over (WebSocket)
 
 class HttpConnection:
     __slots__ = ("conn", "loop", "vs", "srv", "parser", "request", "state", "out", "out_file",
-                 "processing", "lingering_deadline", "keepalive", "after_write", "deadline")
+                 "processing", "lingering_deadline", "keepalive", "after_write", "deadline",
+                 "one_server")
 
     def __init__(self, conn, vs):
         self.conn = conn
@@ -114,6 +119,8 @@ class HttpConnection:
         #: when the current read timeout (header, body, keep-alive, lingering) expires, ms;
         #: 0: none.  The read event's timer may be armed earlier: it re-checks this.
         self.deadline = 0
+        #: the Host header cannot pick another server here (see whole_request)
+        self.one_server = len(vs.servers) == 1
 
     def set_deadline(self, ms):
         """Move the read timeout; costs a timer operation only when it comes earlier."""
@@ -177,6 +184,8 @@ class HttpConnection:
             return
         if not data:
             self.eof()
+            return
+        if state == WAITING and self.one_server and not self.parser.buf and self.whole_request(data):
             return
         self.parser.feed(data)
         if state == WAITING:
@@ -284,6 +293,66 @@ class HttpConnection:
             self.processing = False
 
     # -- a request -----------------------------------------------------------
+
+    def whole_request(self, data):
+        """Run the request in ``data`` without buffering it, when that is all it holds.
+
+        The common case of a keep-alive backend (a push): one read brings one plain
+        head (http/parser.py) and exactly its Content-Length body, nothing after it,
+        for a location whose content handler takes it as it is (no ``return``, no
+        allow/deny, no ``Expect``, no body over the limit).  Then the steps of
+        ``process()``, ``run()`` and ``body_progress()`` that can make a difference
+        here are done in one go: no copy into the buffer, no search in it, no
+        header timer.  Anything else returns False with ``data`` untouched, and the
+        general path takes it, errors and all.
+        """
+        end = data.find(b"\r\n\r\n") + 4
+        if end == 3:
+            return False
+        parser = self.parser
+        h = parse_head(data[:end] if end < len(data) else data, parser.large_size)
+        if h is None or h.expect_continue:
+            return False
+        cl = h.content_length or 0
+        if len(data) - end != cl:
+            return False
+        srv = self.srv
+        loc, match = srv.locations.find(h.uri)
+        if loc is None:
+            loc = srv.loc
+        handler = loc.handler
+        if handler is None or loc.return_ is not None or srv.loc.return_ is not None or loc.access:
+            return False
+        limit = loc.client_max_body_size
+        if limit and cl > limit:
+            return False
+        host = h.host
+        if host and normalize_host(host) is None:
+            return False
+        # what HttpParser._parse leaves behind for the next head's error messages
+        parser.last_line = h.request_line
+        parser.in_request_line = False
+        conn = self.conn
+        conn.requests += 1
+        _stats.on_request()
+        _stats.set_state(conn, "writing")
+        self.state = BUSY
+        self.keepalive = False
+        self.deadline = 0
+        r = Request(self, conn, h, srv)
+        r.start_ms = self.loop.now_ms
+        r.start_time = time.time()
+        self.request = r
+        conn.log.action = None
+        r.loc = loc
+        r.match = match
+        if r.keep_alive and (loc.keepalive_timeout == 0 or conn.requests >= loc.keepalive_requests
+                             or conn.close_requested):
+            r.keep_alive = False
+        if cl:
+            r.body = data[end:]
+        handler(r)
+        return True
 
     def run(self, head):
         conn = self.conn
@@ -457,6 +526,21 @@ class HttpConnection:
 
     def build_head(self, r, status, headers, length, content_type, last_modified, location):
         loc = r.loc
+        if status == 204 and not headers and not loc.add_headers:
+            # a push's answer: the same bytes until the Date changes
+            key = (loc.server_tokens, loc.keepalive_header if r.keep_alive else -1)
+            date = _date.get()
+            hit = _HEADS_204.get(key)
+            if hit is not None and hit[0] is date:
+                return hit[1]
+            data = self.build_head_parts(r, loc, status, headers, length, content_type,
+                                         last_modified, location)
+            _HEADS_204[key] = (date, data)
+            return data
+        return self.build_head_parts(r, loc, status, headers, length, content_type, last_modified,
+                                     location)
+
+    def build_head_parts(self, r, loc, status, headers, length, content_type, last_modified, location):
         parts = [status_line(status), _SERVER_ON if loc.server_tokens else _SERVER_OFF, _date.get()]
         if content_type:
             parts.append(b"Content-Type: " + content_type + b"\r\n")

@@ -2,7 +2,9 @@
 
 Theory of operation
 -------------------
-``HttpParser._parse`` (http/request.py) hands every complete head here first.
+``HttpParser._parse`` (http/request.py) hands every complete head here first,
+and ``HttpConnection.whole_request`` (http/handler.py) a head that came whole
+in one read with its body.
 ``parse_head`` either returns the very ``Head`` record the h11 path would have
 returned for it, or None, and then the head goes down the h11 path unchanged.
 It never raises: every refusal, with its status, message and log wording,

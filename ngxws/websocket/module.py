@@ -375,16 +375,18 @@ def push_handler(r) -> None:
         status = 404
     else:
         ctype = r.header(b"content-type")
+        data = bytes(body)
         if ctype is not None and ctype.partition(b";")[0].strip().lower() == _OCTET:
-            data = bytes(body)
+            status = session.push(data)
         else:
-            try:
-                data = bytes(body).decode("utf-8")
-            except UnicodeDecodeError:
-                log.info("websocket push body is not valid UTF-8 text")
-                _reply(r, 400)
-                return
-        status = session.push(data)
+            if not data.isascii():
+                try:
+                    data.decode("utf-8")
+                except UnicodeDecodeError:
+                    log.info("websocket push body is not valid UTF-8 text")
+                    _reply(r, 400)
+                    return
+            status = session.push(data, text=True)
     if log.debug_enabled:
         log.debug("websocket push id=%s size=%d status=%d%s", sid, len(body), status,
                   " to *%d" % session.conn.number if session is not None and session.conn else "")

@@ -221,8 +221,12 @@ class Session:
             else:
                 self._queue(frames.frame_ping(bytes(payload[:125])))
 
-    def push(self, data) -> int:
-        """A push for this client: the HTTP status to answer (204, 404 or 429)."""
+    def push(self, data, text: bool = False) -> int:
+        """A push for this client: the HTTP status to answer (204, 404 or 429).
+
+        `data`: str (a text message) or bytes: a binary message, or with `text` a text
+        message whose UTF-8 the caller has checked (framed as it is, never decoded).
+        """
         if self.state is not OPEN or self.ws.state is not _OPEN:
             return 404
         if self.queued > self.loc.send_buffer_size:
@@ -230,7 +234,12 @@ class Session:
                 self.conn.log.info("websocket client too slow, %d bytes unsent", self.queued)
                 self.close(1008, "client too slow")
             return 429
-        self.send_message(data)
+        if not text:
+            self.send_message(data)
+        elif self.held is _WSPROTO:
+            self.send_message(data.decode("utf-8"))
+        else:
+            self._queue(frames.frame_text(data))
         return 204
 
     def flush(self) -> None:

@@ -332,3 +332,67 @@ def test_reading_stops_while_a_slow_handler_holds_the_request(harness):
     assert conn.read.active
     out = h.read(c, lambda b: b.count(b"\r\n\r\nx") >= 50, n=500)
     assert out.startswith(b"HTTP/1.1 200 OK") and b"\r\n\r\ndone" in out
+
+
+# -- whole_request: a request that came whole in one read, run without the buffer ----------------
+
+def _deny_all(r):
+    r.send_response(200, [], b"never")
+
+
+WHOLE_CASES = [
+    b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",      # the lane's case
+    b"GET /echo?x=1 HTTP/1.1\r\nHost: a:80\r\n\r\n",                           # no body
+    b"POST /echo HTTP/1.0\r\nContent-Length: 2\r\n\r\nhi",                     # HTTP/1.0: close
+    b"POST /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx",
+    b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhel",        # body still coming
+    b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhiGET /echo HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 9\r\n\r\ntoo large",   # over 8: 413
+    b"POST /echo HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx",
+    b"POST /echo HTTP/1.1\r\nHost: -a\r\nContent-Length: 1\r\n\r\nx",          # invalid host: 400
+    b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+    b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+    b"POST /echo HTTP/1.1\r\nHost: a\r\n Content-Length: 1\r\n\r\nx",         # obs-fold: 400
+    b"POST /ret HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx",           # return
+    b"POST /deny HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx",          # deny all: 403
+    b"GET /none HTTP/1.1\r\nHost: a\r\n\r\n",                                  # static: 404
+    b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\n",            # body in the next read
+]
+
+
+def _answer(harness, raw, lane):
+    from ngxws.http.core_module import LocationConf
+    import ipaddress
+    ret = LocationConf(return_=(200, b"returned\n"))
+    deny = LocationConf(handler=_deny_all, access=[(None, False)])
+    h = harness({"/echo": echo, "/ret": ret, "/deny": deny}, client_max_body_size=8)
+    c, conn = h.connect()
+    conn.data.one_server = lane
+    c.sendall(raw)
+    if raw.endswith(b"\r\n\r\n") and b"POST" in raw and b"Content-Length: 1\r\n" in raw \
+            and b"Expect" not in raw:
+        h.spin(lambda: False, 3)
+        c.sendall(b"y")
+    out = h.read(c, lambda b: b.endswith(b"<EOF>"), n=15)
+    import re
+    # the Date line is the only part that may differ between the two runs
+    return re.sub(rb"Date: [^\r]*\r\n", b"", out), conn.requests
+
+
+@pytest.mark.parametrize("raw", WHOLE_CASES)
+def test_whole_request_lane_answers_as_the_general_path(harness, raw):
+    assert _answer(harness, raw, True) == _answer(harness, raw, False)
+
+
+def test_whole_request_lane_keeps_the_buffer_unused(harness, monkeypatch):
+    from ngxws.http.handler import HttpConnection
+    h = harness({"/echo": echo})
+    c, conn = h.connect()
+    assert conn.data.one_server
+    fed = []
+    process = HttpConnection.process
+    monkeypatch.setattr(HttpConnection, "process", lambda hc: (fed.append(1), process(hc)))
+    for i in range(3):
+        c.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n%02d" % i)
+        assert h.read(c, lambda b: b.endswith(b"%02d" % i)).startswith(b"HTTP/1.1 200 OK")
+    assert fed == [] and conn.requests == 3 and not conn.closed

@@ -146,8 +146,9 @@ class FakeSession:
         self.status = status
         self.got = []
 
-    def push(self, data):
-        self.got.append(data)
+    def push(self, data, text=False):
+        # as the session frames it: text stays UTF-8 bytes, checked by push_handler
+        self.got.append(data.decode("utf-8") if text else data)
         return self.status
 
 
@@ -170,6 +171,10 @@ def test_push_handler_statuses(registry):
                     body=b"\xff", conf=conf)
     push_handler(r)
     assert r.sent[0] == 204 and s.got[-1] == b"\xff"
+
+    r = FakeRequest(headers=[basic("abc")], body="héllo".encode(), conf=conf)
+    push_handler(r)
+    assert r.sent[0] == 204 and s.got[-1] == "héllo"
 
     for req, status in [
         (FakeRequest(headers=[basic("abc")], body=b"\xff", conf=conf), 400),

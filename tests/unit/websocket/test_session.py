@@ -335,6 +335,29 @@ def test_deflate_session():
     assert isinstance(ext, Deflate) and ext._compressor is None and ext._decompressor is None
 
 
+@pytest.mark.parametrize("deflate", [False, True])
+def test_push_checked_text_bytes(deflate):
+    # push_handler hands text over as the UTF-8 bytes it checked: the client gets the same text
+    # message as from a str, framed directly or (deflate) through wsproto
+    kw = {}
+    if deflate:
+        from wsproto.extensions import PerMessageDeflate
+        ext, answer = negotiate_deflate([(b"sec-websocket-extensions", b"permessage-deflate")],
+                                        1 << 20)
+        client_ext = PerMessageDeflate()
+        client_ext.finalize(answer.decode())
+        kw = dict(extensions=[ext], client_ext=[client_ext])
+    h = Harness(**kw)
+    h.events()
+    text = "héllo wörld " * 20
+    assert h.session.push(text.encode(), text=True) == 204
+    assert h.session.push(text) == 204
+    assert h.session.push(b"\xff\x00", text=False) == 204
+    evs = h.events(3)
+    assert [type(e) for e in evs] == [TextMessage, TextMessage, BytesMessage]
+    assert evs[0].data == evs[1].data == text and evs[2].data == b"\xff\x00"
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.one_of(st.text(max_size=300), st.binary(max_size=300)), min_size=1,
                 max_size=5),
