@@ -86,6 +86,8 @@ class LocationConf:
     confs: object = None
     #: nested locations, if any
     locations: object = None
+    #: this location's access log conf, cached by log_module.log_request on first use
+    access_log: object = UNSET
     file: str = ""
     line: int = 0
 

@@ -38,7 +38,7 @@ from .. import NGINX_VER
 from . import stub_status
 from .errors import CLOSE_WITHOUT_RESPONSE, KEEPALIVE_BREAKING, error_page, \
     status_line
-from .locations import normalize_host
+from .locations import PLAIN_HOST, normalize_host
 from .parser import parse_head
 from .request import ERROR, Head, HttpError, HttpParser, Request
 from .static import static_handler
@@ -51,6 +51,7 @@ __all__ = ["init_connection", "HttpConnection", "http_read_handler", "http_write
 RECV_SIZE = 65536
 
 _stats = stub_status.stats
+_plain_host = PLAIN_HOST.match
 
 _SERVER_ON = b"Server: " + NGINX_VER.encode() + b"\r\n"
 _SERVER_OFF = b"Server: ngxws\r\n"
@@ -327,7 +328,7 @@ class HttpConnection:
         if limit and cl > limit:
             return False
         host = h.host
-        if host and normalize_host(host) is None:
+        if host and _plain_host(host) is None and normalize_host(host) is None:
             return False
         # what HttpParser._parse leaves behind for the next head's error messages
         parser.last_line = h.request_line
@@ -795,8 +796,9 @@ class HttpConnection:
         conn.log.action = None
         if not conn.read.active:
             self.loop.update(conn, True, conn.write.active)
-        if self.parser.buffered or self.parser.body_pending:
-            if self.parser.buffered:
+        parser = self.parser
+        if parser.buf or parser.body_left:
+            if parser.buf:
                 self.state = READING
                 _stats.on_request()
                 _stats.set_state(conn, "reading")

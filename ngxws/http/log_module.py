@@ -402,11 +402,14 @@ def _register(cf, buf):
 
 def log_request(r):
     """Write the access log lines of a finished request (nginx's log phase)."""
-    try:
-        conf = r.loc_conf(module)
-    except AttributeError:
+    loc = r.loc
+    if loc is None:
         # no location at all (a request given up before a server was known)
         return
+    conf = loc.access_log
+    if conf is UNSET:
+        # looked up once per location: a location's confs do not change in its cycle
+        conf = loc.access_log = loc.module_conf(module.name)
     if conf is None or conf.off:
         return
     for log in conf.logs:

@@ -25,8 +25,8 @@ with h11 as the oracle, slot by slot):
 - no Transfer-Encoding (a chunked body is h11's to decode), at most one
   Content-Length of 1 to 20 digits, at most one Host, and a Host for HTTP/1.1.
 
-The checks run at C speed over the whole head (a ``translate`` for the
-bytes, two counts for the line ends, one regex for the line starts); then
+The checks run at C speed over the whole head (one regex match, whose
+character classes leave no room for backtracking); then
 plain splits cut it into (name, value) pairs, and Python looks at the few
 headers the Head records.  No h11 object is made.
 """
@@ -37,13 +37,12 @@ from . import request as _request
 
 __all__ = ["parse_head"]
 
-# what may stay in a head once these are deleted is what the fast path refuses:
-# NUL, the control bytes other than HT, CR and LF, and DEL
-_ALLOWED = bytes(range(0x20, 0x7f)) + bytes(range(0x80, 0x100)) + b"\t\r\n"
-_LINE = re.compile(rb"(([A-Z_-]+) ([\x21-\x7e]+) HTTP/1\.([01]))\r?\n")
-# a line start that is neither a field name with its colon nor the empty line
-# that ends the head (obs-fold, "Host :", a stray empty line, junk)
-_BAD_LINE = re.compile(rb"\n(?![-!#$%&'*+.^_`|~0-9a-zA-Z]+:|\r?\n\Z|\Z)")
+# the whole of a plain head: the request line, then lines of a field name, its colon and a
+# value of visible bytes, spaces, tabs and obs-text, each ended by CR LF or a bare LF, then the
+# empty line.  What it refuses (NUL, other control bytes, DEL, a CR not before LF, obs-fold,
+# "Host :", a stray empty line, junk) goes to the h11 path, which has the error for it.
+_PLAIN = re.compile(rb"(([A-Z_-]+) ([\x21-\x7e]+) HTTP/1\.([01]))\r?\n"
+                    rb"(?:[-!#$%&'*+.^_`|~0-9a-zA-Z]+:[\t\x20-\x7e\x80-\xff]*\r?\n)*\r?\n\Z")
 
 
 def parse_head(head, large_size):
@@ -54,14 +53,10 @@ def parse_head(head, large_size):
     """
     if len(head) > large_size:
         return None
-    if head.translate(None, _ALLOWED) or head.count(b"\r") != head.count(b"\r\n"):
+    m = _PLAIN.match(head)
+    if m is None:
         return None
-    m = _LINE.match(head)
-    if m is None or not (head.endswith(b"\n\n") or head.endswith(b"\n\r\n")):
-        return None
-    pos = m.end()
-    if _BAD_LINE.search(head, pos - 1) is not None:
-        return None
+    pos = m.end(1) + (2 if head[m.end(1)] == 13 else 1)
     headers = []
     # each line is now a token, ":", then only visible bytes, spaces and tabs up
     # to its CR LF or LF (which is h11's OWS field-value OWS); the last two

@@ -330,20 +330,36 @@ def _reply(r, status, headers=()):
     r.send_response(status, list(headers), page, content_type=b"text/html")
 
 
-def _push_id(r) -> str | None:
-    auth = r.header(b"authorization")
+#: Authorization value -> client id ("" when it names none): a backend pushes to the same
+#: clients again and again; bounded, emptied when full
+_BASIC_IDS = {}
+_BASIC_IDS_MAX = 4096
+
+
+def _basic_id(auth: bytes) -> str:
+    scheme, _, value = auth.strip().partition(b" ")
+    if scheme.lower() != b"basic":
+        return ""
+    try:
+        # lenient decoding: a mangled id is simply not found (404)
+        user = binascii.a2b_base64(value).partition(b":")[0]
+    except (binascii.Error, ValueError):
+        return ""
+    user = user.decode("latin-1")
+    return unquote(user) if "%" in user else user
+
+
+def _push_id(auth, args) -> str | None:
+    """The client id of a push: the Basic-auth user, else the `id` argument."""
     if auth is not None:
-        scheme, _, value = auth.strip().partition(b" ")
-        if scheme.lower() == b"basic":
-            try:
-                # lenient decoding: a mangled id is simply not found (404)
-                user = binascii.a2b_base64(value).partition(b":")[0]
-            except (binascii.Error, ValueError):
-                return None
-            if user:
-                user = user.decode("latin-1")
-                return unquote(user) if "%" in user else user
-    args = r.args
+        sid = _BASIC_IDS.get(auth)
+        if sid is None:
+            sid = _basic_id(auth)
+            if len(_BASIC_IDS) >= _BASIC_IDS_MAX:
+                _BASIC_IDS.clear()
+            _BASIC_IDS[auth] = sid
+        if sid:
+            return sid
     if args:
         for part in args.split("&"):
             if part.startswith("id=") and len(part) > 3:
@@ -356,29 +372,35 @@ def push_handler(r) -> None:
     method = r.method
     if method.__class__ is bytes:
         method = method.decode("latin-1")
-    if method == "OPTIONS":
-        _reply(r, 204, (_ALLOW,))
-        return
     if method != "POST":
-        _reply(r, 405, (_ALLOW,))
+        _reply(r, 204 if method == "OPTIONS" else 405, (_ALLOW,))
         return
+    auth = ctype = None
+    for name, value in r.headers:
+        if name == b"authorization":
+            if auth is None:
+                auth = value
+        elif name == b"content-type":
+            if ctype is None:
+                ctype = value
     log = r.conn.log
-    sid = _push_id(r)
+    sid = _push_id(auth, r.args)
     if not sid:
         log.info("websocket push without a client id")
         _reply(r, 400)
         return
     body = r.body
-    conf = r.loc_conf(MODULE_NAME)
     session = REGISTRY.get(sid)
-    if session is None or (conf is not None and session.loc.conf is not conf):
+    if session is None:
         status = 404
     else:
-        ctype = r.header(b"content-type")
-        data = bytes(body)
-        if ctype is not None and ctype.partition(b";")[0].strip().lower() == _OCTET:
-            status = session.push(data)
+        conf = r.loc.module_conf(MODULE_NAME)
+        if conf is not None and session.loc.conf is not conf:
+            status = 404
+        elif ctype is not None and ctype.partition(b";")[0].strip().lower() == _OCTET:
+            status = session.push(bytes(body))
         else:
+            data = bytes(body)
             if not data.isascii():
                 try:
                     data.decode("utf-8")
@@ -390,7 +412,10 @@ def push_handler(r) -> None:
     if log.debug_enabled:
         log.debug("websocket push id=%s size=%d status=%d%s", sid, len(body), status,
                   " to *%d" % session.conn.number if session is not None and session.conn else "")
-    _reply(r, status)
+    if status == 204:
+        r.send_response(204)
+    else:
+        _reply(r, status)
 
 
 # -- the handshake ------------------------------------------------------------------------------

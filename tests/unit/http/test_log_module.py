@@ -7,11 +7,12 @@ aside, which the fake request pins).
 import os
 import re
 import time
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, strategies as st
 
-from ngxws.core.directives import ConfigError, Slot
+from ngxws.core.directives import UNSET, ConfigError, Slot
 from ngxws.http import log_module, variables
 from ngxws.http.log_module import (COMBINED, LogBuffer, LogFormat, LogLocConf, escape_default, escape_json,
                                    log_request)
@@ -56,6 +57,8 @@ class FakeRequest:
         self.start_time = 1795643967.889
         self.conf = None
         self.__dict__.update(kw)
+        # the location: log_request asks it for the log module's conf once
+        self.loc = SimpleNamespace(access_log=UNSET, module_conf=self.loc_conf)
 
     def loc_conf(self, module):
         assert module is log_module.module or module == "http_log"

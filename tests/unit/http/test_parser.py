@@ -36,8 +36,12 @@ def _h11_only():
             request._fast_head = saved[1]
 
 
+# every field of a Head: its class attributes (the defaults)
+HEAD_FIELDS = [name for name in vars(Head) if not name.startswith("_")]
+
+
 def _slots(h):
-    return {name: getattr(h, name) for name in Head.__slots__}
+    return {name: getattr(h, name) for name in HEAD_FIELDS}
 
 
 def _oracle(head, large_size):

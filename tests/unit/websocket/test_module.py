@@ -108,7 +108,7 @@ class FakeRequest:
         self.http_version = b"1.1"
         self.uri = "/ws"
         self.conn = SimpleNamespace(log=FakeLog(), closed=False)
-        self.loc = SimpleNamespace(server_tokens=True)
+        self.loc = SimpleNamespace(server_tokens=True, module_conf=lambda name: conf)
         self._conf = conf
         self.sent = None
 
@@ -130,13 +130,26 @@ def basic(user):
 
 
 def test_push_id():
-    assert _push_id(FakeRequest(headers=[basic("abc")])) == "abc"
-    assert _push_id(FakeRequest(headers=[(b"authorization", b"Basic "
-                                          + base64.b64encode(b"abc:secret"))])) == "abc"
-    assert _push_id(FakeRequest(args="x=1&id=xyz")) == "xyz"
-    assert _push_id(FakeRequest(args="id=")) is None
-    assert _push_id(FakeRequest(headers=[(b"authorization", b"Basic !!!")])) is None
-    assert _push_id(FakeRequest(headers=[(b"authorization", b"Bearer abc")])) is None
+    def auth(value):
+        return value if isinstance(value, bytes) else basic(value)[1]
+    assert _push_id(auth("abc"), "") == "abc"
+    assert _push_id(auth(b"Basic " + base64.b64encode(b"abc:secret")), "") == "abc"
+    assert _push_id(auth("a%2Fb"), "") == "a/b"
+    assert _push_id(None, "x=1&id=xyz") == "xyz"
+    assert _push_id(None, "id=") is None
+    assert _push_id(auth(b"Basic !!!"), "") is None
+    assert _push_id(auth(b"Bearer abc"), "") is None
+    # an Authorization that names nobody leaves the id argument its say
+    assert _push_id(auth(b"Bearer abc"), "id=q") == "q"
+    # the second time, from the cache: the same answers
+    assert _push_id(auth("abc"), "") == "abc" and _push_id(auth(b"Basic !!!"), "") is None
+
+
+def test_push_id_cache_is_bounded():
+    from ngxws.websocket import module as m
+    for i in range(m._BASIC_IDS_MAX * 2 + 10):
+        assert _push_id(basic("c%d" % i)[1], "") == "c%d" % i
+        assert len(m._BASIC_IDS) <= m._BASIC_IDS_MAX
 
 
 class FakeSession:
