@@ -268,6 +268,11 @@ class Session:
         self.queued -= n
         if self.queued == 0:
             self.out = None
+            if self.state is OPEN and not self.paused:
+                # the common case, everything went: keep reading, stop watching for write
+                if conn.write.active or not conn.read.active:
+                    self.loc.loop.update(conn, True, False)
+                return
         else:
             i = 0
             while n:
