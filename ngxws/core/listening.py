@@ -11,8 +11,15 @@ use)``).  A port range ``9000-9100`` takes the first free port; port 0 takes an
 ephemeral one, read back into ``port`` and ``addr_text``.
 
 The accept handler runs on level-triggered readiness and drains up to
-``backlog`` connections per wakeup.  Two conditions would otherwise make the loop
-spin, because the listen socket stays readable while they last:
+``backlog`` connections per wakeup: the loop registers listening sockets with
+EPOLLEXCLUSIVE (see loop.py), so one worker's wakeup may stand for several
+pending connections, and no other worker was woken for them.  Each accepting
+wakeup first requeues this worker behind the others (``requeue_accept``), so
+that idle workers take turns.  Accept is switched on and off by registering
+and unregistering only: the kernel refuses to modify an exclusive registration.
+
+Two conditions would otherwise make the loop spin, because the listen socket
+stays readable while they last:
 
 * the descriptor table is full (EMFILE/ENFILE): accept is paused and the
   listening's own read event gets a 500 ms timer (nginx's accept_mutex_delay);
@@ -211,7 +218,7 @@ class Listening:
 
     def _watch(self, on):
         if self.loop is not None and self.sock is not None and not self.closed:
-            self.loop.update(self, on, False)
+            self.loop.update_accept(self, on)
 
     def error_handler(self):
         """The loop's hook after a handler raised: drop the connection being handed over."""
@@ -240,6 +247,7 @@ def accept_handler(ev):
         ls.resume_accept()
     if not ls.accepting or ls.paused:
         return
+    ls.loop.requeue_accept(ls)
     pool = ls.pool
     log = pool.error_log
     lsock = ls.sock

@@ -26,12 +26,33 @@ Interest is tracked on the events (``ev.active``) so that ``update()`` makes an
 epoll_ctl call only when the interest really changes.  Registrations use the
 plain fd, which spares selectors a ``fileno()`` call per change.
 
+Listening sockets are watched with EPOLLEXCLUSIVE (``update_accept``), as nginx
+does since 1.11.3: every worker's epoll holds the same listen sockets, and
+without the flag each new connection wakes all of them, one accepts and the
+rest find EAGAIN (the thundering herd).  With it the kernel wakes one epoll
+that has a waiter blocked in it; a worker busy elsewhere is skipped, so the
+connection goes to one that is idle.  ``selectors`` cannot pass the flag, so
+the fd is registered through the selector as usual (its map stays the
+bookkeeping that ``select()`` and shutdown read) and then re-added to the same
+epoll instance with the flag, through a second ``select.epoll`` handle on a
+dup of the selector's epoll fd (``select.epoll.fromfd``: public API only).
+The kernel refuses EPOLL_CTL_MOD on an exclusive fd, so accept is only ever
+switched on and off by register/unregister, never ``modify``.  Of several
+idle workers the kernel wakes the first registered, which would take a whole
+light load alone; ``requeue_accept`` (called by the accept handler) re-adds
+the registration so that this worker goes last and idle workers take turns.
+Without the flag (Python or kernel lacks it, EINVAL, a selector that is not
+epoll) the registration stays plain: correct, merely herd-prone.
+
 Handlers are called through ``_call``, which holds the worker's only
 ``except Exception``: a bug in one connection's handler is logged at ``alert``
 with its traceback and closes that connection (its owner's ``error_handler``),
 and the worker goes on serving the others.
 """
 
+import errno
+import os
+import select
 import selectors
 import time
 import traceback
@@ -46,6 +67,9 @@ TIMER_LAZY_DELAY = 300
 
 #: select timeout when no timer is armed, ms.
 MAX_SELECT_TIMEOUT = 24 * 60 * 60 * 1000
+
+#: epoll's EPOLLEXCLUSIVE (Linux 4.5, Python 3.6); 0 where Python lacks it
+EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)
 
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
@@ -78,7 +102,7 @@ class Event:
 
 
 class EventLoop:
-    __slots__ = ("log", "now_ms", "selector", "timers", "exiting", "_clock_ns", "_posted")
+    __slots__ = ("log", "now_ms", "selector", "timers", "exiting", "_clock_ns", "_posted", "_epoll")
 
     def __init__(self, log, clock_ns=time.monotonic_ns, selector=None):
         self.log = log
@@ -90,6 +114,9 @@ class EventLoop:
         self.exiting = False
         # an insertion-ordered set: O(1) append and O(1) removal by close()
         self._posted = {}
+        #: the handle that adds EPOLLEXCLUSIVE registrations: None until first
+        #: needed, False where exclusive registration is not available
+        self._epoll = None
 
     def _create_selector(self):
         self.selector = selectors.DefaultSelector()
@@ -149,6 +176,79 @@ class EventLoop:
         """Start accepting on ``ls`` (a Listening whose ``pool`` is set)."""
         ls.loop = self
         ls.enable_accept()
+
+    def update_accept(self, ls, on):
+        """Watch listening ``ls`` for reads (EPOLLIN|EPOLLEXCLUSIVE where possible), or stop.
+
+        Only register and unregister: never ``modify``, which the kernel refuses
+        (EINVAL) on an fd added with EPOLLEXCLUSIVE.
+        """
+        rev = ls.read
+        if rev.active == on:
+            return
+        sel = self.selector or self._create_selector()
+        if on:
+            sel.register(ls.fd, EVENT_READ, ls)
+            self._make_exclusive(sel, ls.fd)
+        else:
+            sel.unregister(ls.fd)
+        rev.active = on
+
+    def requeue_accept(self, ls):
+        """Move this worker to the back of the line for ``ls``'s next exclusive wakeup.
+
+        The kernel wakes the first epoll, in registration order, that has a
+        waiter: with idle workers that is always the same one, which then gets
+        every connection of a light load.  Deleting and re-adding the exclusive
+        registration puts this epoll last, so idle workers take turns.
+        """
+        ep = self._epoll
+        if ep and ls.read.active:
+            fd = ls.fd
+            ep.unregister(fd)
+            try:
+                ep.register(fd, select.EPOLLIN | EPOLLEXCLUSIVE)
+            except OSError:
+                # keep accepting, herd-prone, rather than not at all
+                ep.register(fd, select.EPOLLIN)
+
+    def _epoll_handle(self, sel):
+        ep = self._epoll
+        if ep is None:
+            ep = False
+            if EPOLLEXCLUSIVE and isinstance(sel, selectors.EpollSelector):
+                try:
+                    # the dup names the same epoll instance as the selector's own fd
+                    ep = select.epoll.fromfd(os.dup(sel.fileno()))
+                except OSError:
+                    # EMFILE: plain this time, try again on the next registration
+                    return False
+            self._epoll = ep
+        return ep
+
+    def _make_exclusive(self, sel, fd):
+        """Swap the selector's plain EPOLLIN registration of ``fd`` for an exclusive one."""
+        ep = self._epoll_handle(sel)
+        if not ep:
+            return
+        # EPOLL_CTL_MOD cannot add EPOLLEXCLUSIVE: delete, then add with it
+        ep.unregister(fd)
+        try:
+            ep.register(fd, select.EPOLLIN | EPOLLEXCLUSIVE)
+            return
+        except OSError as e:
+            refused = e.errno == errno.EINVAL
+        try:
+            ep.register(fd, select.EPOLLIN)
+        except OSError:
+            # keep the selector's map true to the epoll set
+            sel.unregister(fd)
+            raise
+        finally:
+            if refused:
+                # this kernel will not take the flag: plain registrations from now on
+                self._epoll = False
+                ep.close()
 
     # the iteration
 

@@ -353,3 +353,80 @@ def test_rlimit_nofile_beyond_hard_limit_alerts_and_serves(ngxws_server):
         line = [l for l in f if l.startswith("Max open files")][0]
     assert int(line.split()[3]) == hard
     assert http_get(srv.port()).endswith(b"hello\n")
+
+
+EPOLLEXCLUSIVE = 1 << 28
+
+
+def listen_inode(port):
+    """The inode of the socket listening on 127.0.0.1:port, from /proc/net/tcp."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and local == "0100007F:%04X" % port:
+                return int(inode)
+    return None
+
+
+def epoll_masks(pid, inode):
+    """The event masks under which the epoll instances of ``pid`` watch the file ``inode``."""
+    masks = []
+    fd_dir = "/proc/%d/fd" % pid
+    for fd in os.listdir(fd_dir):
+        try:
+            if os.readlink(os.path.join(fd_dir, fd)) != "anon_inode:[eventpoll]":
+                continue
+            with open("/proc/%d/fdinfo/%s" % (pid, fd)) as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            m = re.match(r"tfd:\s*\d+ events:\s*([0-9a-f]+) .* ino:([0-9a-f]+)", line)
+            if m and int(m.group(2), 16) == inode:
+                masks.append(int(m.group(1), 16))
+    return masks
+
+
+def get_many(port, n, threads=8):
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(threads) as ex:
+        return list(ex.map(lambda _: http_get(port), range(n)))
+
+
+@pytest.mark.skipif(not hasattr(__import__("select"), "EPOLLEXCLUSIVE") or not os.path.exists("/proc/net/tcp"),
+                    reason="no EPOLLEXCLUSIVE or no /proc here")
+@pytest.mark.parametrize("master", ["on", "off"])
+def test_shared_listen_socket_wakes_one_worker_exclusively(ngxws_server, master):
+    # nginx's EPOLLEXCLUSIVE: every worker's epoll holds the shared listen socket with the flag,
+    # so a new connection wakes one worker, not all; every connection is still served.
+    workers = 2 if master == "on" else 1
+    srv = ngxws_server(http=HELLO, workers=workers, master=master)
+    pids = srv.wait_workers(workers) if master == "on" else [srv.pid]
+    port = srv.port()
+    inode = listen_inode(port)
+    assert inode is not None
+    for pid in pids:
+        masks = epoll_masks(pid, inode)
+        assert masks and all(m & EPOLLEXCLUSIVE for m in masks), (pid, masks)
+    assert all(r.endswith(b"hello\n") for r in get_many(port, 64))
+    if master == "on":
+        # the new workers of a reload register it so too, and serve every connection
+        srv.signal(signal.SIGHUP)
+        wait_for(lambda: len(srv.workers()) == 2 and not (set(srv.workers()) & set(pids)), 15,
+                 what="new workers")
+        for pid in srv.workers():
+            wait_for(lambda: epoll_masks(pid, inode), 10, what="worker %d accepting" % pid)
+            assert all(m & EPOLLEXCLUSIVE for m in epoll_masks(pid, inode))
+        assert all(r.endswith(b"hello\n") for r in get_many(port, 64))
+    assert srv.stop(signal.SIGQUIT) == 0
+
+
+def test_idle_workers_take_turns_at_the_shared_listen_socket(ngxws_server):
+    # EPOLLEXCLUSIVE alone wakes the first idle worker in registration order, so a light
+    # load would all go to one worker; each worker requeues itself when it accepts.
+    srv = ngxws_server(http='server { listen 127.0.0.1:0; location / { return 200 "$pid"; } }', workers=2)
+    pids = srv.wait_workers(2)
+    port = srv.port()
+    served = [int(http_get(port).split(b"\r\n\r\n", 1)[1]) for _ in range(20)]
+    assert set(served) == set(pids)

@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+import select
 import selectors
 import socket
 import subprocess
@@ -419,3 +420,155 @@ def test_real_emfile_in_subprocess():
                            "on 127.0.0.1:%s" % out["crit"][0].rsplit(":", 1)[1]]
     assert out["paused"] and out["timer"] and out["accepted"] == 0
     assert out["after"] == 1 and not out["paused_after"]
+
+
+# EPOLLEXCLUSIVE: the kernel's own record of each registration is read back from
+# /proc/self/fdinfo of the selector's epoll fd ("tfd: FD events: HEX ...").
+
+EXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)
+needs_exclusive = pytest.mark.skipif(not EXCLUSIVE or not os.path.exists("/proc/self/fdinfo"),
+                                     reason="no EPOLLEXCLUSIVE or no /proc here")
+
+
+def epoll_events(loop, fd):
+    """The event mask the kernel holds for ``fd`` in the loop's epoll, None if not registered."""
+    with open("/proc/self/fdinfo/%d" % loop.selector.fileno()) as f:
+        for line in f:
+            if line.startswith("tfd:"):
+                words = line.split()
+                if int(words[1]) == fd:
+                    return int(words[3], 16)
+    return None
+
+
+@needs_exclusive
+def test_listening_is_registered_with_epollexclusive(env):
+    loop, _, _, _, _ = env
+    ls, accepted = make_listening(env)
+    events = epoll_events(loop, ls.fd)
+    assert events & EXCLUSIVE and events & select.EPOLLIN and not events & select.EPOLLOUT
+    connect(env, ls)
+    assert run_until(loop, lambda: len(accepted) == 1)
+    env[4].append(accepted[0].sock)
+
+
+@needs_exclusive
+def test_accept_on_and_off_round_trips_without_einval(env):
+    # every switch is a delete and an add: EPOLL_CTL_MOD on an exclusive fd is EINVAL
+    loop, _, _, _, _ = env
+    ls, accepted = make_listening(env)
+    ls.disable_accept()                      # graceful shutdown, reload
+    assert epoll_events(loop, ls.fd) is None and not ls.read.active
+    ls.enable_accept()
+    assert epoll_events(loop, ls.fd) & EXCLUSIVE
+    ls.pause_accept()                        # EMFILE or a full pool
+    assert epoll_events(loop, ls.fd) is None
+    ls.resume_accept()
+    assert epoll_events(loop, ls.fd) & EXCLUSIVE and ls.fd in loop.selector.get_map()
+    for _ in range(3):
+        connect(env, ls)
+    assert run_until(loop, lambda: len(accepted) == 3)
+    env[4].extend(c.sock for c in accepted)
+    # each accepting wakeup re-adds the fd (requeue_accept), with the flag again
+    assert epoll_events(loop, ls.fd) & EXCLUSIVE
+    fd = ls.fd
+    ls.close()
+    assert epoll_events(loop, fd) is None and fd not in loop.selector.get_map()
+
+
+@needs_exclusive
+def test_one_wakeup_drains_every_pending_connection(env):
+    # one exclusive wakeup may stand for several connections: all of them are taken
+    loop, _, _, _, _ = env
+    ls, accepted = make_listening(env)
+    for _ in range(5):
+        connect(env, ls)
+    ready = loop.selector.select(1)
+    assert [key.data for key, _ in ready] == [ls]
+    accept_handler(ls.read)
+    assert len(accepted) == 5
+    env[4].extend(c.sock for c in accepted)
+
+
+@needs_exclusive
+def test_emfile_pause_and_resume_keep_the_flag(env):
+    loop, _, _, clock, _ = env
+    fake = FakeListenSock([], then=OSError(errno.EMFILE, "Too many open files"))
+    ls, accepted = fake_listening(env, fake)
+    assert epoll_events(loop, ls.fd) & EXCLUSIVE
+    accept_handler(ls.read)
+    assert epoll_events(loop, ls.fd) is None
+    fake.socks = pairs(env, 1)
+    fake.then = BlockingIOError
+    clock.advance(ACCEPT_DELAY)
+    loop.run_once()
+    assert len(accepted) == 1 and epoll_events(loop, ls.fd) & EXCLUSIVE
+
+
+class RefusingEpoll:
+    """A kernel that refuses EPOLLEXCLUSIVE with EINVAL (as for an fd that is itself an epoll)."""
+
+    def __init__(self, real):
+        self.real = real
+        self.closed = False
+
+    def register(self, fd, events):
+        if events & EXCLUSIVE:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        self.real.register(fd, events)
+
+    def unregister(self, fd):
+        self.real.unregister(fd)
+
+    def close(self):
+        self.closed = True
+        self.real.close()
+
+
+@needs_exclusive
+def test_einval_falls_back_to_plain_registration_for_good(env):
+    loop, _, _, _, _ = env
+    refusing = RefusingEpoll(select.epoll.fromfd(os.dup(loop.selector.fileno())))
+    loop._epoll = refusing
+    ls, accepted = make_listening(env)
+    events = epoll_events(loop, ls.fd)
+    assert events & select.EPOLLIN and not events & EXCLUSIVE
+    assert loop._epoll is False and refusing.closed
+    ls.disable_accept()
+    ls.enable_accept()
+    assert not epoll_events(loop, ls.fd) & EXCLUSIVE
+    connect(env, ls)
+    assert run_until(loop, lambda: len(accepted) == 1)
+    env[4].append(accepted[0].sock)
+
+
+def test_plain_registration_without_the_flag(env, monkeypatch):
+    # a Python without select.EPOLLEXCLUSIVE
+    from ngxws.core import loop as loop_module
+    monkeypatch.setattr(loop_module, "EPOLLEXCLUSIVE", 0)
+    loop, _, _, _, _ = env
+    ls, accepted = make_listening(env)
+    if os.path.exists("/proc/self/fdinfo") and isinstance(loop.selector, selectors.EpollSelector):
+        assert not epoll_events(loop, ls.fd) & (1 << 28)   # EPOLLEXCLUSIVE's bit
+    ls.disable_accept()
+    ls.enable_accept()
+    connect(env, ls)
+    assert run_until(loop, lambda: len(accepted) == 1)
+    env[4].append(accepted[0].sock)
+
+
+def test_plain_registration_on_a_selector_that_is_not_epoll():
+    log = FakeLog()
+    sel = selectors.PollSelector()
+    loop = EventLoop(log, clock_ns=FakeClock(), selector=sel)
+    pool = ConnectionPool(loop, log, 4, log_factory=lambda el, conn: el)
+    ls = Listening("127.0.0.1", 0, handler=lambda conn: conn.close(), pool=pool)
+    ls.open()
+    try:
+        loop.add_listening(ls)
+        ls.pause_accept()
+        ls.resume_accept()
+        assert ls.fd in sel.get_map() and loop._epoll is False
+    finally:
+        ls.close()
+        sel.close()
