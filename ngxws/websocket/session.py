@@ -234,12 +234,24 @@ class Session:
                 self.conn.log.info("websocket client too slow, %d bytes unsent", self.queued)
                 self.close(1008, "client too slow")
             return 429
-        if not text:
-            self.send_message(data)
-        elif self.held is _WSPROTO:
-            self.send_message(data.decode("utf-8"))
-        else:
+        if self.held is _WSPROTO:
+            self.send_message(data.decode("utf-8") if text else data)
+        elif self.out is None:
+            # Nothing waits for this client: the frame goes out now, before the backend gets
+            # its 204, instead of at the end of the loop iteration (one send either way).
+            if text:
+                frame = frames.frame_text(data)
+            elif type(data) is str:
+                frame = frames.frame_text(data.encode("utf-8"))
+            else:
+                frame = frames.frame_binary(data)
+            self.out = [frame]
+            self.queued = len(frame)
+            self.flush()
+        elif text:
             self._queue(frames.frame_text(data))
+        else:
+            self.send_message(data)
         return 204
 
     def flush(self) -> None:

@@ -287,9 +287,23 @@ def test_echo_back_pressure():
 def test_slow_client_close_policy():
     h = Harness(send_buffer_size=1000, slow_client="close")
     h.events()
-    statuses = [h.session.push("z" * 600) for _ in range(3)]
-    assert statuses == [204, 204, 429]
+    # a client that reads nothing: pushes go to the kernel until its buffers are full, then
+    # queue here; the first push that finds more than send_buffer_size queued closes it
+    h.conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    h.peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    statuses = []
+    while 429 not in statuses and len(statuses) < 10000:
+        statuses.append(h.session.push("z" * 600))
+    assert statuses[-1] == 429 and set(statuses[:-1]) == {204}
     assert h.session.state is State.CLOSING
+
+
+def test_push_goes_out_at_once_when_nothing_waits():
+    h = Harness()
+    h.events()
+    assert h.session.push(b"now", text=True) == 204
+    # no loop iteration in between: the frame is in the peer's socket already
+    assert h.session.out is None and h.peer.recv(100) == b"\x81\x03now"
 
 
 def test_upstream_hooks():
