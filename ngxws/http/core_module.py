@@ -107,6 +107,9 @@ class ServerConf:
     loc: object = None
     locations: object = None
     confs: object = None
+    #: a server of its own listen address may run whole requests itself, before any
+    #: parsing: ``direct(hc, data) -> bool``, see HttpConnection.direct_answer (the push port)
+    direct: object = None
     file: str = ""
     line: int = 0
 

@@ -83,6 +83,27 @@ _date = _DateCache()
 _HEADS_204 = {}
 
 
+def head_204(loc, keep_alive):
+    """The head of a 204 without extra headers (a push's answer) for ``loc``: the same bytes
+    until the Date changes.  Nothing in it depends on the request but keep-alive."""
+    key = (loc.server_tokens, loc.keepalive_header if keep_alive else -1)
+    date = _date.get()
+    hit = _HEADS_204.get(key)
+    if hit is not None and hit[0] is date:
+        return hit[1]
+    parts = [status_line(204), _SERVER_ON if loc.server_tokens else _SERVER_OFF, date]
+    if keep_alive:
+        parts.append(_KEEPALIVE)
+        if loc.keepalive_header:
+            parts.append(b"Keep-Alive: timeout=%d\r\n" % loc.keepalive_header)
+    else:
+        parts.append(_CLOSE)
+    parts.append(b"\r\n")
+    data = b"".join(parts)
+    _HEADS_204[key] = (date, data)
+    return data
+
+
 def http_date(ts):
     return formatdate(ts, usegmt=True).encode()
 
@@ -99,7 +120,7 @@ DETACHED = 5      #: handed over (WebSocket)
 class HttpConnection:
     __slots__ = ("conn", "loop", "vs", "srv", "parser", "request", "state", "out", "out_file",
                  "processing", "lingering_deadline", "keepalive", "after_write", "deadline",
-                 "one_server")
+                 "one_server", "direct")
 
     def __init__(self, conn, vs):
         self.conn = conn
@@ -122,6 +143,8 @@ class HttpConnection:
         self.deadline = 0
         #: the Host header cannot pick another server here (see whole_request)
         self.one_server = len(vs.servers) == 1
+        #: the server's own route for whole requests (ServerConf.direct), tried first
+        self.direct = self.srv.direct if self.one_server else None
 
     def set_deadline(self, ms):
         """Move the read timeout; costs a timer operation only when it comes earlier."""
@@ -186,8 +209,12 @@ class HttpConnection:
         if not data:
             self.eof()
             return
-        if state == WAITING and self.one_server and not self.parser.buf and self.whole_request(data):
-            return
+        if state == WAITING and self.one_server and not self.parser.buf:
+            direct = self.direct
+            if direct is not None and direct(self, data):
+                return
+            if self.whole_request(data):
+                return
         self.parser.feed(data)
         if state == WAITING:
             self.state = READING
@@ -426,6 +453,41 @@ class HttpConnection:
             return
         handler(r)
 
+    def direct_answer(self, loc, request_line, data):
+        """End a request that the server's ``direct`` hook ran by itself, without a Request.
+
+        The hook took a whole request from one read (head and body, nothing after them)
+        and has answered it, and it has checked that keep-alive goes on (no
+        ``Connection: close``, ``keepalive_requests`` not reached, no shutdown) and that no
+        access log or other phase wants the request.  This counts it, writes ``data`` (the
+        complete response) and waits for the next request, as ``request_done`` would.
+        """
+        conn = self.conn
+        conn.requests += 1
+        _stats.on_request()
+        parser = self.parser
+        parser.last_line = request_line
+        parser.in_request_line = False
+        self.write(data)
+        if conn.closed:
+            return
+        if self.out is not None:
+            # the rest goes when the socket takes it; then the next request
+            _stats.set_state(conn, "writing")
+            self.state = BUSY
+            self.after_write = lambda: self.keepalive_wait(loc.keepalive_timeout)
+            return
+        self.keepalive_wait(loc.keepalive_timeout)
+
+    def keepalive_wait(self, timeout):
+        conn = self.conn
+        self.state = WAITING
+        self.keepalive = True
+        _stats.set_state(conn, "waiting")
+        if not conn.read.active:
+            self.loop.update(conn, True, conn.write.active)
+        self.set_deadline(timeout)
+
     def discard_now(self, r):
         """Drop the body bytes already here (nginx's discard); False when they are bad."""
         r.discard_body = True
@@ -528,16 +590,7 @@ class HttpConnection:
     def build_head(self, r, status, headers, length, content_type, last_modified, location):
         loc = r.loc
         if status == 204 and not headers and not loc.add_headers:
-            # a push's answer: the same bytes until the Date changes
-            key = (loc.server_tokens, loc.keepalive_header if r.keep_alive else -1)
-            date = _date.get()
-            hit = _HEADS_204.get(key)
-            if hit is not None and hit[0] is date:
-                return hit[1]
-            data = self.build_head_parts(r, loc, status, headers, length, content_type,
-                                         last_modified, location)
-            _HEADS_204[key] = (date, data)
-            return data
+            return head_204(loc, r.keep_alive)
         return self.build_head_parts(r, loc, status, headers, length, content_type, last_modified,
                                      location)
 

@@ -35,7 +35,7 @@ import re
 
 from . import request as _request
 
-__all__ = ["parse_head"]
+__all__ = ["parse_head", "PLAIN_HEAD"]
 
 # the whole of a plain head: the request line, then lines of a field name, its colon and a
 # value of visible bytes, spaces, tabs and obs-text, each ended by CR LF or a bare LF, then the
@@ -43,6 +43,8 @@ __all__ = ["parse_head"]
 # "Host :", a stray empty line, junk) goes to the h11 path, which has the error for it.
 _PLAIN = re.compile(rb"(([A-Z_-]+) ([\x21-\x7e]+) HTTP/1\.([01]))\r?\n"
                     rb"(?:[-!#$%&'*+.^_`|~0-9a-zA-Z]+:[\t\x20-\x7e\x80-\xff]*\r?\n)*\r?\n\Z")
+#: for other fast routes: groups (request line, method, target, minor version)
+PLAIN_HEAD = _PLAIN
 
 
 def parse_head(head, large_size):

@@ -30,6 +30,9 @@ from urllib.parse import unquote
 from ..core.directives import (UNSET, Args, ConfigError, Ctx, Directive, Slot, merge, parse_msec,
                                set_enum, set_flag, set_size, set_str)
 from ..http.errors import error_page
+from ..http.handler import head_204
+from ..http.locations import PLAIN_HOST
+from ..http.parser import PLAIN_HEAD
 from ..http.module import HttpModule
 from . import handshake
 from .handshake import FrameLimit, ProtocolError
@@ -42,6 +45,8 @@ MODULE_NAME = "websocket"
 
 _ALLOW = (b"Allow", b"POST, OPTIONS")
 _OCTET = b"application/octet-stream"
+_PLAIN_HEAD = PLAIN_HEAD.match
+_plain_host = PLAIN_HOST.match
 
 
 # -- configuration ------------------------------------------------------------------------------
@@ -282,6 +287,7 @@ def open_push_ports(cycle, main) -> None:
                 loc.access = conf.core_loc.access
             locations[spec] = loc
         servers = build_virtual_server(locations)
+        _install_direct_route(servers, locations)
         # The push location's loc_conf("websocket") is the websocket location it serves, so a
         # push through one location's URL cannot reach another's clients; two servers sharing
         # a push port and a location name share that URL, and then only the id decides.
@@ -416,6 +422,108 @@ def push_handler(r) -> None:
         r.send_response(204)
     else:
         _reply(r, status)
+
+
+class _DirectRoute:
+    """The push port's own route for the common push (ServerConf.direct, http/handler.py).
+
+    A backend's push is nearly always the same request: a whole ``POST /LOCATION HTTP/1.1``
+    in one read, with Host, Authorization and Content-Length, to a live client of this
+    worker.  That one is run here straight from the bytes: no Request, no location
+    lookup, no handler chain; the client gets its frame and the backend the same 204 the
+    HTTP module would send.  Anything else (another method or version, a query, an
+    unknown or refused client, a slow one, bad UTF-8, Connection/Expect/Transfer-Encoding,
+    a duplicate field, the last request of keepalive_requests, debug logging on) returns
+    False, untouched, and takes the HTTP module's path with its statuses and log lines.
+    tests/unit/websocket/test_push_route.py holds the two to the same answers.
+    """
+
+    __slots__ = ("routes",)
+
+    def __init__(self, routes):
+        #: target (bytes) -> the push LocationConf it reaches
+        self.routes = routes
+
+    def run(self, hc, data) -> bool:
+        end = data.find(b"\r\n\r\n") + 4
+        if end == 3 or data[:5] != b"POST ":
+            return False
+        head = data[:end] if end < len(data) else data
+        m = _PLAIN_HEAD(head)
+        if m is None or m.group(4) != b"1" or head.count(b"\n") != head.count(b"\r\n"):
+            return False
+        loc = self.routes.get(m.group(3))
+        if loc is None:
+            return False
+        conn = hc.conn
+        if (conn.close_requested or conn.requests + 1 >= loc.keepalive_requests
+                or not loc.keepalive_timeout or conn.log.debug_enabled):
+            return False
+        host = auth = ctype = length = None
+        for line in head[m.end(1) + 2:-4].split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            name = name.lower()
+            if name == b"authorization":
+                if auth is not None:
+                    return False
+                auth = value.strip(b" \t")
+            elif name == b"content-length":
+                if length is not None:
+                    return False
+                length = value.strip(b" \t")
+            elif name == b"host":
+                if host is not None:
+                    return False
+                host = value.strip(b" \t")
+            elif name == b"content-type":
+                if ctype is None:
+                    ctype = value
+            elif name == b"connection":
+                if value.strip(b" \t").lower() != b"keep-alive":
+                    return False
+            elif name == b"transfer-encoding" or name == b"expect":
+                return False
+        if (host is None or auth is None or length is None or not length.isdigit()
+                or len(length) > 20 or _plain_host(host.decode("latin-1")) is None):
+            return False
+        size = int(length)
+        limit = loc.client_max_body_size
+        if len(data) - end != size or (limit and size > limit):
+            return False
+        sid = _push_id(auth, "")
+        session = REGISTRY.get(sid) if sid else None
+        if session is None or not session.can_push():
+            return False
+        conf = loc.confs.conf
+        if conf is not None and session.loc.conf is not conf:
+            return False
+        body = data[end:]
+        if ctype is not None and ctype.partition(b";")[0].strip().lower() == _OCTET:
+            session.push(body)
+        else:
+            if not body.isascii():
+                try:
+                    body.decode("utf-8")
+                except UnicodeDecodeError:
+                    return False
+            session.push(body, text=True)
+        hc.direct_answer(loc, m.group(1)[:2048].decode("latin-1"), head_204(loc, True))
+        return True
+
+
+def _install_direct_route(servers, locations) -> None:
+    """Give the push server its direct route for the locations a plain target reaches."""
+    if any(spec.startswith("~") for spec in locations):
+        # a regex location could take a target before its prefix location: HTTP decides
+        return
+    routes = {}
+    for spec, loc in locations.items():
+        name = spec.split(" ", 1)[-1]
+        if loc.access or not name.startswith("/"):
+            continue
+        routes[name.encode("latin-1")] = loc
+    if routes:
+        servers.wildcard.default.direct = _DirectRoute(routes).run
 
 
 # -- the handshake ------------------------------------------------------------------------------

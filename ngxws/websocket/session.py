@@ -221,6 +221,11 @@ class Session:
             else:
                 self._queue(frames.frame_ping(bytes(payload[:125])))
 
+    def can_push(self) -> bool:
+        """True when push() would queue the message (and answer 204)."""
+        return (self.state is OPEN and self.ws.state is _OPEN
+                and self.queued <= self.loc.send_buffer_size)
+
     def push(self, data, text: bool = False) -> int:
         """A push for this client: the HTTP status to answer (204, 404 or 429).
 
