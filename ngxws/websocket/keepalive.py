@@ -17,6 +17,11 @@ re-arms for the next such moment:
   receives: messages we send prove nothing about the peer, and a browser that only listens
   sends nothing but PONGs, so without them it would hit the idle timeout while healthy.
 
+Deadlines are rounded up to a multiple of `ROUND_MS` (250 ms): the pings of clients that
+connected close together then go out in one loop iteration and their pongs come back together,
+instead of a wakeup each (36,000 clients pinged every 30 s: 6.5-7.0% -> 3.5-4.5% of a core in
+interleaved runs). A ping or idle close is thus up to 250 ms later than the interval says.
+
 An interval of 0 turns that timer off. Keep-alive timers are cancelable: they do not hold up a
 worker's exit.
 """
@@ -39,12 +44,19 @@ def _next_due(session, now: int) -> int | None:
     return due
 
 
+#: keep-alive deadlines are rounded up to a multiple of this many ms, so that the pings of
+#: clients that connected close together go out in one loop iteration (and their pongs come
+#: back together) instead of one wakeup each: at most this much later than the interval says
+ROUND_MS = 250
+
+
 def arm(session) -> None:
     loop = session.loc.loop
     now = loop.now_ms
     due = _next_due(session, now)
     if due is None:
         return
+    due = -(-due // ROUND_MS) * ROUND_MS
     rev = session.conn.read
     rev.cancelable = True
     loop.add_timer(rev, due - now if due > now else 1)

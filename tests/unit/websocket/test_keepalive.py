@@ -52,7 +52,20 @@ def test_received_frame_postpones_everything():
     s, loop = fake(now=11_000, last_in=10_900)
     keepalive.timer_handler(s)
     assert s.queued == [] and s.closed is None
-    assert loop.armed == 900
+    # due at 11,900, rounded up to the next multiple of ROUND_MS
+    assert loop.armed == 12_000 - 11_000
+
+
+def test_nearby_deadlines_share_one_wakeup():
+    # clients whose pings fall due within one ROUND_MS window get the same deadline
+    deadlines = set()
+    for last_in in range(10_001, 10_001 + keepalive.ROUND_MS - 1, 7):
+        s, loop = fake(now=10_300, last_in=last_in, last_ping=0, idle=0)
+        keepalive.arm(s)
+        due = loop.now_ms + loop.armed
+        assert last_in + 1000 <= due < last_in + 1000 + keepalive.ROUND_MS
+        deadlines.add(due)
+    assert len(deadlines) == 1
 
 
 def test_idle_closes_with_1001():
