@@ -480,13 +480,16 @@ class HttpConnection:
         self.keepalive_wait(loc.keepalive_timeout)
 
     def keepalive_wait(self, timeout):
+        """Wait for the next request on a kept-alive connection (``timeout`` ms, or None:
+        the caller looks at what is buffered first)."""
         conn = self.conn
         self.state = WAITING
         self.keepalive = True
         _stats.set_state(conn, "waiting")
         if not conn.read.active:
             self.loop.update(conn, True, conn.write.active)
-        self.set_deadline(timeout)
+        if timeout is not None:
+            self.set_deadline(timeout)
 
     def discard_now(self, r):
         """Drop the body bytes already here (nginx's discard); False when they are bad."""
@@ -843,26 +846,23 @@ class HttpConnection:
             self.finish(r)
             return
         self.request = None
-        self.state = WAITING
-        self.keepalive = True
-        _stats.set_state(conn, "waiting")
         conn.log.action = None
-        if not conn.read.active:
-            self.loop.update(conn, True, conn.write.active)
         parser = self.parser
-        if parser.buf or parser.body_left:
-            if parser.buf:
-                self.state = READING
-                _stats.on_request()
-                _stats.set_state(conn, "reading")
-                self.set_deadline(self.srv.client_header_timeout)
-            if not self.processing:
-                # (when process() is on the stack, it picks the next request up itself)
-                self.process()
-            if self.state == WAITING and not conn.closed:
-                self.set_deadline(r.loc.keepalive_timeout)
+        if not (parser.buf or parser.body_left):
+            self.keepalive_wait(r.loc.keepalive_timeout)
             return
-        self.set_deadline(r.loc.keepalive_timeout)
+        # a pipelined request (or the rest of an unwanted body) is here already
+        self.keepalive_wait(None)
+        if parser.buf:
+            self.state = READING
+            _stats.on_request()
+            _stats.set_state(conn, "reading")
+            self.set_deadline(self.srv.client_header_timeout)
+        if not self.processing:
+            # (when process() is on the stack, it picks the next request up itself)
+            self.process()
+        if self.state == WAITING and not conn.closed:
+            self.set_deadline(r.loc.keepalive_timeout)
 
     def finish(self, r):
         """Close after a response, lingering when the client may still be sending (nginx)."""
