@@ -83,6 +83,15 @@ _date = _DateCache()
 _HEADS_204 = {}
 
 
+def _connection_lines(parts, loc, keep_alive):
+    if keep_alive:
+        parts.append(_KEEPALIVE)
+        if loc.keepalive_header:
+            parts.append(b"Keep-Alive: timeout=%d\r\n" % loc.keepalive_header)
+    else:
+        parts.append(_CLOSE)
+
+
 def head_204(loc, keep_alive):
     """The head of a 204 without extra headers (a push's answer) for ``loc``: the same bytes
     until the Date changes.  Nothing in it depends on the request but keep-alive."""
@@ -92,12 +101,7 @@ def head_204(loc, keep_alive):
     if hit is not None and hit[0] is date:
         return hit[1]
     parts = [status_line(204), _SERVER_ON if loc.server_tokens else _SERVER_OFF, date]
-    if keep_alive:
-        parts.append(_KEEPALIVE)
-        if loc.keepalive_header:
-            parts.append(b"Keep-Alive: timeout=%d\r\n" % loc.keepalive_header)
-    else:
-        parts.append(_CLOSE)
+    _connection_lines(parts, loc, keep_alive)
     parts.append(b"\r\n")
     data = b"".join(parts)
     _HEADS_204[key] = (date, data)
@@ -345,9 +349,7 @@ class HttpConnection:
         if len(data) - end != cl:
             return False
         srv = self.srv
-        loc, match = srv.locations.find(h.uri)
-        if loc is None:
-            loc = srv.loc
+        loc = srv.locations.find(h.uri)[0] or srv.loc
         handler = loc.handler
         if handler is None or loc.return_ is not None or srv.loc.return_ is not None or loc.access:
             return False
@@ -360,36 +362,44 @@ class HttpConnection:
         # what HttpParser._parse leaves behind for the next head's error messages
         parser.last_line = h.request_line
         parser.in_request_line = False
-        conn = self.conn
-        conn.requests += 1
         _stats.on_request()
-        _stats.set_state(conn, "writing")
-        self.state = BUSY
-        self.keepalive = False
-        self.deadline = 0
-        r = Request(self, conn, h, srv)
-        r.start_ms = self.loop.now_ms
-        r.start_time = time.time()
-        self.request = r
-        conn.log.action = None
-        r.loc = loc
-        r.match = match
-        if r.keep_alive and (loc.keepalive_timeout == 0 or conn.requests >= loc.keepalive_requests
-                             or conn.close_requested):
-            r.keep_alive = False
+        self.begin()
+        r = self.new_request(h, srv)
         if cl:
             r.body = data[end:]
         handler(r)
         return True
 
-    def run(self, head):
+    def begin(self):
+        """A complete head is here: the connection is busy with it until it is answered."""
         conn = self.conn
-        loop = self.loop
         self.deadline = 0
         conn.requests += 1
         _stats.set_state(conn, "writing")
         self.state = BUSY
         self.keepalive = False
+
+    def new_request(self, head, srv):
+        """The Request of ``head`` once its server is known: its location chosen, its
+        keep-alive decided (the location's keepalive_timeout and _requests, a shutdown)."""
+        conn = self.conn
+        r = Request(self, conn, head, srv)
+        r.start_ms = self.loop.now_ms
+        r.start_time = time.time()
+        self.request = r
+        conn.log.action = None
+        loc, r.match = srv.locations.find(head.uri)
+        if loc is None:
+            loc = srv.loc
+        r.loc = loc
+        if r.keep_alive and (loc.keepalive_timeout == 0 or conn.requests >= loc.keepalive_requests
+                             or conn.close_requested):
+            r.keep_alive = False
+        return r
+
+    def run(self, head):
+        conn = self.conn
+        self.begin()
         host = head.host
         srv = self.srv
         if host:
@@ -401,20 +411,8 @@ class HttpConnection:
                 self.fail(HttpError(400, "client sent invalid host header"))
                 return
             srv = self.vs.find(name)
-        r = Request(self, conn, head, srv)
-        r.start_ms = loop.now_ms
-        r.start_time = time.time()
-        self.request = r
-        conn.log.action = None
-
-        loc, match = srv.locations.find(head.uri)
-        if loc is None:
-            loc = srv.loc
-        r.loc = loc
-        r.match = match
-        if r.keep_alive and (loc.keepalive_timeout == 0 or conn.requests >= loc.keepalive_requests
-                             or conn.close_requested):
-            r.keep_alive = False
+        r = self.new_request(head, srv)
+        loc = r.loc
 
         cl = head.content_length
         limit = loc.client_max_body_size
@@ -594,10 +592,6 @@ class HttpConnection:
         loc = r.loc
         if status == 204 and not headers and not loc.add_headers:
             return head_204(loc, r.keep_alive)
-        return self.build_head_parts(r, loc, status, headers, length, content_type, last_modified,
-                                     location)
-
-    def build_head_parts(self, r, loc, status, headers, length, content_type, last_modified, location):
         parts = [status_line(status), _SERVER_ON if loc.server_tokens else _SERVER_OFF, _date.get()]
         if content_type:
             parts.append(b"Content-Type: " + content_type + b"\r\n")
@@ -609,12 +603,7 @@ class HttpConnection:
             parts.append(b"Location: " + self.absolute(r, location) + b"\r\n")
             location = None
         if status != 101:
-            if r.keep_alive:
-                parts.append(_KEEPALIVE)
-                if loc.keepalive_header:
-                    parts.append(b"Keep-Alive: timeout=%d\r\n" % loc.keepalive_header)
-            else:
-                parts.append(_CLOSE)
+            _connection_lines(parts, loc, r.keep_alive)
         if location is not None:
             parts.append(b"Location: " + location + b"\r\n")
         for name, value in headers:
