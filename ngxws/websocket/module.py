@@ -373,6 +373,20 @@ def _push_id(auth, args) -> str | None:
     return None
 
 
+def _push_body(session, body: bytes, ctype) -> int | None:
+    """Push `body` as the message its Content-Type says: binary for application/octet-stream,
+    else text; the status of Session.push(), or None (nothing pushed) when the text is not
+    valid UTF-8."""
+    if ctype is not None and ctype.partition(b";")[0].strip().lower() == _OCTET:
+        return session.push(body)
+    if not body.isascii():
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return session.push(body, text=True)
+
+
 def push_handler(r) -> None:
     """POST to a push URL: the body becomes one message to the client named by the id."""
     method = r.method
@@ -403,18 +417,12 @@ def push_handler(r) -> None:
         conf = r.loc.module_conf(MODULE_NAME)
         if conf is not None and session.loc.conf is not conf:
             status = 404
-        elif ctype is not None and ctype.partition(b";")[0].strip().lower() == _OCTET:
-            status = session.push(bytes(body))
         else:
-            data = bytes(body)
-            if not data.isascii():
-                try:
-                    data.decode("utf-8")
-                except UnicodeDecodeError:
-                    log.info("websocket push body is not valid UTF-8 text")
-                    _reply(r, 400)
-                    return
-            status = session.push(data, text=True)
+            status = _push_body(session, bytes(body), ctype)
+            if status is None:
+                log.info("websocket push body is not valid UTF-8 text")
+                _reply(r, 400)
+                return
     if log.debug_enabled:
         log.debug("websocket push id=%s size=%d status=%d%s", sid, len(body), status,
                   " to *%d" % session.conn.number if session is not None and session.conn else "")
@@ -497,16 +505,8 @@ class _DirectRoute:
         conf = loc.confs.conf
         if conf is not None and session.loc.conf is not conf:
             return False
-        body = data[end:]
-        if ctype is not None and ctype.partition(b";")[0].strip().lower() == _OCTET:
-            session.push(body)
-        else:
-            if not body.isascii():
-                try:
-                    body.decode("utf-8")
-                except UnicodeDecodeError:
-                    return False
-            session.push(body, text=True)
+        if _push_body(session, data[end:], ctype) is None:
+            return False
         hc.direct_answer(loc, m.group(1)[:2048].decode("latin-1"), head_204(loc, True))
         return True
 
