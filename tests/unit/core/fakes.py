@@ -33,6 +33,8 @@ class FakeClock:
 class MemorySink:
     """An ErrorLog sink that keeps its lines."""
 
+    path = "memory"
+
     def __init__(self):
         self.lines = []
 
@@ -44,3 +46,6 @@ class MemorySink:
 
     def close(self):
         pass
+
+    def text(self):
+        return "".join(self.lines)

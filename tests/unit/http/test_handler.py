@@ -17,32 +17,7 @@ from ngxws.core.loop import EventLoop
 from ngxws.http.core_module import build_virtual_server
 from ngxws.http.handler import init_connection
 
-
-class Sink:
-    path = "memory"
-
-    def __init__(self):
-        self.lines = []
-
-    def write(self, data):
-        self.lines.append(data.decode())
-
-    def reopen(self):
-        pass
-
-    def close(self):
-        pass
-
-    def text(self):
-        return "".join(self.lines)
-
-
-class FakeClock:
-    def __init__(self):
-        self.ns = 10 ** 12
-
-    def __call__(self):
-        return self.ns
+from ..core.fakes import FakeClock, MemorySink
 
 
 class FakeListening:
@@ -54,9 +29,9 @@ class FakeListening:
 
 class Harness:
     def __init__(self, locations, **settings):
-        self.sink = Sink()
+        self.sink = MemorySink()
         self.log = ErrorLog([(self.sink, DEBUG)])
-        self.clock = FakeClock()
+        self.clock = FakeClock(ms=10 ** 6)
         self.loop = EventLoop(self.log, clock_ns=self.clock)
         self.pool = ConnectionPool(self.loop, self.log, 16)
         self.ls = FakeListening(build_virtual_server(locations, **settings))
@@ -104,7 +79,7 @@ class Harness:
             ev = timers.pop_due(self.loop.now_ms)
 
     def advance(self, ms):
-        self.clock.ns += ms * 1_000_000
+        self.clock.advance(ms)
         self._run_once()
 
     def read(self, c, until, n=200):

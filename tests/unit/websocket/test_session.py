@@ -15,16 +15,7 @@ from ngxws.websocket import session as session_mod
 from ngxws.websocket.handshake import Deflate, negotiate_deflate
 from ngxws.websocket.session import REGISTRY, Location, Session, State
 
-
-class Sink:
-    def __init__(self):
-        self.lines = []
-
-    def write(self, data):
-        self.lines.append(data.decode())
-
-    def text(self):
-        return "".join(self.lines)
+from ..core.fakes import MemorySink
 
 
 class Clock:
@@ -44,7 +35,7 @@ def conf(**kw):
 
 class Harness:
     def __init__(self, extensions=None, trailing=b"", **kw):
-        self.sink = Sink()
+        self.sink = MemorySink()
         self.log = ErrorLog([(self.sink, DEBUG)])
         self.clock = Clock()
         self.loop = EventLoop(self.log, clock_ns=self.clock)
