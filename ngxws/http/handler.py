@@ -39,8 +39,8 @@ from . import stub_status
 from .errors import CLOSE_WITHOUT_RESPONSE, KEEPALIVE_BREAKING, error_page, \
     status_line
 from .locations import PLAIN_HOST, normalize_host
-from .parser import parse_head
-from .request import ERROR, Head, HttpError, HttpParser, Request
+from .parser import Head, parse_head
+from .request import ERROR, HttpError, HttpParser, Request
 from .static import static_handler
 
 from .log_module import log_request

@@ -29,13 +29,21 @@ The checks run at C speed over the whole head (one regex match, whose
 character classes leave no room for backtracking); then
 plain splits cut it into (name, value) pairs, and Python looks at the few
 headers the Head records.  No h11 object is made.
+
+The ``Head`` record and nginx's URI normalization (``normalize_uri``) live
+here, below http/request.py, which imports them: this module imports nothing
+of the package.
 """
 
 import re
 
-from . import request as _request
+__all__ = ["parse_head", "PLAIN_HEAD", "Head", "normalize_uri", "REQUEST_LINE_LOG_SIZE"]
 
-__all__ = ["parse_head", "PLAIN_HEAD"]
+#: how much of a request line the logs keep ($request, the error log's "request:"), nginx's
+#: NGX_MAX_ERROR_STR
+REQUEST_LINE_LOG_SIZE = 2048
+
+_PCT = re.compile(r"%([0-9A-Fa-f]{2})")
 
 # the whole of a plain head: the request line, then lines of a field name, its colon and a
 # value of visible bytes, spaces, tabs and obs-text, each ended by CR LF or a bare LF, then the
@@ -45,6 +53,85 @@ _PLAIN = re.compile(rb"(([A-Z_-]+) ([\x21-\x7e]+) HTTP/1\.([01]))\r?\n"
                     rb"(?:[-!#$%&'*+.^_`|~0-9a-zA-Z]+:[\t\x20-\x7e\x80-\xff]*\r?\n)*\r?\n\Z")
 #: for other fast routes: groups (request line, method, target, minor version)
 PLAIN_HEAD = _PLAIN
+
+
+class Head:
+    """One parsed request head.
+
+    The defaults are class attributes and the parsers set only what differs: a
+    head is made for every request, and fourteen stores in an ``__init__`` were a
+    tenth of a push's Python time.  (No ``__slots__``: a head lives as long as
+    its request.)
+    """
+
+    method = ""
+    #: the raw request target, str (latin-1)
+    target = ""
+    #: path part of the target as sent (not decoded)
+    path = ""
+    #: query string without "?", "" when none
+    args = ""
+    #: decoded, normalized path (nginx's $uri)
+    uri = ""
+    #: b"1.0" or b"1.1"
+    http_version = b"1.1"
+    #: [(lower-case name, value)] as bytes; the parsers give each head its own list
+    headers = ()
+    #: the Host header or the absolute URI's host, str, "" when none
+    host = ""
+    content_length = None
+    chunked = False
+    expect_continue = False
+    keep_alive = True
+    #: the request line, str, for logs ($request)
+    request_line = ""
+    #: bytes of the head, for $request_length
+    length = 0
+
+
+def _unquote(path):
+    if "%" not in path:
+        return path
+    try:
+        return _PCT.sub(lambda m: chr(int(m.group(1), 16)), path).encode("latin-1").decode(
+            "utf-8", "surrogateescape")
+    except ValueError:
+        return None
+
+
+def normalize_uri(path, merge_slashes=True):
+    """nginx's URI normalization: %XX decoded, // merged, /./ and /../ resolved.
+
+    Returns None when the path is invalid: a NUL, or ``..`` above the root.
+    """
+    uri = _unquote(path)
+    if uri is None or "\x00" in uri:
+        return None
+    if "/." not in uri and ("//" not in uri or not merge_slashes):
+        return uri
+    out = []
+    segs = uri.split("/")[1:]
+    last = len(segs) - 1
+    for i, seg in enumerate(segs):
+        if seg == ".":
+            if i == last:
+                out.append("")
+            continue
+        if seg == "..":
+            if not out or (len(out) == 1 and out[0] == ""):
+                return None
+            if out and out[-1] == "":
+                out.pop()
+            if not out:
+                return None
+            out.pop()
+            if i == last:
+                out.append("")
+            continue
+        if seg == "" and i != last and merge_slashes:
+            continue
+        out.append(seg)
+    return "/" + "/".join(out)
 
 
 def parse_head(head, large_size):
@@ -95,7 +182,7 @@ def parse_head(head, large_size):
         return None
 
     target = target_b.decode("latin-1")
-    h = _request.Head()
+    h = Head()
     h.target = target
     if target[0] != "/":
         lower = target[:8].lower()
@@ -118,7 +205,7 @@ def parse_head(head, large_size):
         path = target[:q]
         h.args = target[q + 1:]
     if "%" in path or "/." in path or "//" in path:
-        uri = _request.normalize_uri(path)
+        uri = normalize_uri(path)
         if uri is None:
             return None
     else:
@@ -127,7 +214,7 @@ def parse_head(head, large_size):
     h.uri = uri
     h.method = method.decode("ascii")
     h.length = len(head)
-    h.request_line = line[:2048].decode("latin-1")
+    h.request_line = line[:REQUEST_LINE_LOG_SIZE].decode("latin-1")
     h.headers = headers
     h.host = host or ""
     h.content_length = content_length

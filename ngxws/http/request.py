@@ -36,9 +36,10 @@ import re
 import h11
 
 from . import parser as _parser
+from .parser import REQUEST_LINE_LOG_SIZE, Head, normalize_uri
 from .errors import HttpError, REQUEST_HEADER_TOO_LARGE
 
-__all__ = ["HttpParser", "Head", "HttpError", "normalize_uri", "Request", "ERROR", "INFO"]
+__all__ = ["HttpParser", "HttpError", "Request", "ERROR", "INFO"]
 
 # core/log.py level numbers, without importing the I/O side
 ERROR = 4
@@ -51,7 +52,6 @@ _CL_VALUE = re.compile(rb"\ncontent-length[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?\n", 
 
 
 _METHOD_PREFIX = re.compile(rb"[A-Z_-]*")
-_PCT = re.compile(r"%([0-9A-Fa-f]{2})")
 
 
 if hasattr(h11.Request(method="GET", target="/", headers=[("Host", "a")]).headers, "_full_items"):
@@ -60,85 +60,6 @@ if hasattr(h11.Request(method="GET", target="/", headers=[("Host", "a")]).header
         return [(n, v) for _, n, v in hs._full_items]
 else:   # pragma: no cover - another h11
     _header_list = list
-
-
-class Head:
-    """One parsed request head.
-
-    The defaults are class attributes and the parsers set only what differs: a
-    head is made for every request, and fourteen stores in an ``__init__`` were a
-    tenth of a push's Python time.  (No ``__slots__``: a head lives as long as
-    its request.)
-    """
-
-    method = ""
-    #: the raw request target, str (latin-1)
-    target = ""
-    #: path part of the target as sent (not decoded)
-    path = ""
-    #: query string without "?", "" when none
-    args = ""
-    #: decoded, normalized path (nginx's $uri)
-    uri = ""
-    #: b"1.0" or b"1.1"
-    http_version = b"1.1"
-    #: [(lower-case name, value)] as bytes; the parsers give each head its own list
-    headers = ()
-    #: the Host header or the absolute URI's host, str, "" when none
-    host = ""
-    content_length = None
-    chunked = False
-    expect_continue = False
-    keep_alive = True
-    #: the request line, str, for logs ($request)
-    request_line = ""
-    #: bytes of the head, for $request_length
-    length = 0
-
-
-def _unquote(path):
-    if "%" not in path:
-        return path
-    try:
-        return _PCT.sub(lambda m: chr(int(m.group(1), 16)), path).encode("latin-1").decode(
-            "utf-8", "surrogateescape")
-    except ValueError:
-        return None
-
-
-def normalize_uri(path, merge_slashes=True):
-    """nginx's URI normalization: %XX decoded, // merged, /./ and /../ resolved.
-
-    Returns None when the path is invalid: a NUL, or ``..`` above the root.
-    """
-    uri = _unquote(path)
-    if uri is None or "\x00" in uri:
-        return None
-    if "/." not in uri and ("//" not in uri or not merge_slashes):
-        return uri
-    out = []
-    segs = uri.split("/")[1:]
-    last = len(segs) - 1
-    for i, seg in enumerate(segs):
-        if seg == ".":
-            if i == last:
-                out.append("")
-            continue
-        if seg == "..":
-            if not out or (len(out) == 1 and out[0] == ""):
-                return None
-            if out and out[-1] == "":
-                out.pop()
-            if not out:
-                return None
-            out.pop()
-            if i == last:
-                out.append("")
-            continue
-        if seg == "" and i != last and merge_slashes:
-            continue
-        out.append(seg)
-    return "/" + "/".join(out)
 
 
 def _h11_message(exc):
@@ -236,7 +157,8 @@ class HttpParser:
         size = self.large_size
         end = _METHOD_PREFIX.match(buf).end()
         # the error log shows the request line as far as it came
-        self.last_line = buf[:min(nl if nl != -1 else len(buf), 2048)].rstrip(b"\r").decode("latin-1")
+        cut = min(nl if nl != -1 else len(buf), REQUEST_LINE_LOG_SIZE)
+        self.last_line = buf[:cut].rstrip(b"\r").decode("latin-1")
         if end < len(buf) and (buf[end] != 32 or end == 0):
             # nginx refuses a bad method at its first byte (a TLS hello, say)
             raise HttpError(400, "client sent invalid method")
@@ -260,7 +182,7 @@ class HttpParser:
             return h
         size = self.large_size
         nl = head.find(b"\n")
-        self.last_line = head[:min(nl, 2048)].rstrip(b"\r").decode("latin-1")
+        self.last_line = head[:min(nl, REQUEST_LINE_LOG_SIZE)].rstrip(b"\r").decode("latin-1")
         if nl + 1 > size:
             raise HttpError(414, "client sent too long URI")
         self.in_request_line = False

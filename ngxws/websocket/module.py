@@ -32,7 +32,7 @@ from ..core.directives import (UNSET, Args, ConfigError, Ctx, Directive, Slot, m
 from ..http.errors import error_page
 from ..http.handler import head_204
 from ..http.locations import PLAIN_HOST
-from ..http.parser import PLAIN_HEAD
+from ..http.parser import PLAIN_HEAD, REQUEST_LINE_LOG_SIZE
 from ..http.module import HttpModule
 from . import handshake
 from .handshake import FrameLimit, ProtocolError
@@ -507,7 +507,7 @@ class _DirectRoute:
             return False
         if _push_body(session, data[end:], ctype) is None:
             return False
-        hc.direct_answer(loc, m.group(1)[:2048].decode("latin-1"), head_204(loc, True))
+        hc.direct_answer(loc, m.group(1)[:REQUEST_LINE_LOG_SIZE].decode("latin-1"), head_204(loc, True))
         return True
 
 

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from ngxws.http import parser, request
 from ngxws.http.errors import HttpError
 from ngxws.http.parser import parse_head
-from ngxws.http.request import Head, HttpParser
+from ngxws.http.parser import Head
+from ngxws.http.request import HttpParser
 
 _HEAD_END = re.compile(rb"\n\r?\n")
 
@@ -267,3 +268,14 @@ def test_wired_into_the_request_parser():
         states.append(out)
     assert len(states[0]) == 3
     assert states[0] == states[1]
+
+
+def test_parser_imports_nothing_of_the_package():
+    # Head and normalize_uri live here and request.py imports them: no cycle between the two
+    import ast
+    tree = ast.parse(open(parser.__file__).read())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            assert node.level == 0 and not (node.module or "").startswith("ngxws"), node.module
+        elif isinstance(node, ast.Import):
+            assert not any(a.name.startswith("ngxws") for a in node.names)

@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ngxws.http.errors import HttpError, error_page, status_line
-from ngxws.http.request import HttpParser, normalize_uri
+from ngxws.http.parser import normalize_uri
+from ngxws.http.request import HttpParser
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "data", "requests")
 NEXT = b"GET /next HTTP/1.1\r\nHost: n\r\n\r\n"
