@@ -180,6 +180,10 @@ class HttpParser:
             self.body = None
             self.body_size = 0
             return h
+        return self._parse_general(head)
+
+    def _parse_general(self, head):
+        """Any complete head, by h11 and nginx's own checks: a Head, or HttpError."""
         size = self.large_size
         nl = head.find(b"\n")
         self.last_line = head[:min(nl, REQUEST_LINE_LOG_SIZE)].rstrip(b"\r").decode("latin-1")

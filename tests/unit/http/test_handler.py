@@ -5,103 +5,11 @@ The server side is what a worker runs: a ConnectionPool connection handed to
 helper other modules use for listenings they open from code).
 """
 
-import socket
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ngxws.core.connection import ConnectionPool
-from ngxws.core.log import DEBUG, ErrorLog
-from ngxws.core.loop import EventLoop
-from ngxws.http.core_module import build_virtual_server
-from ngxws.http.handler import init_connection
-
-from ..core.fakes import FakeClock, MemorySink
-
-
-class FakeListening:
-    addr_text = "127.0.0.1:0"
-
-    def __init__(self, servers):
-        self.servers = servers
-
-
-class Harness:
-    def __init__(self, locations, **settings):
-        self.sink = MemorySink()
-        self.log = ErrorLog([(self.sink, DEBUG)])
-        self.clock = FakeClock(ms=10 ** 6)
-        self.loop = EventLoop(self.log, clock_ns=self.clock)
-        self.pool = ConnectionPool(self.loop, self.log, 16)
-        self.ls = FakeListening(build_virtual_server(locations, **settings))
-        self.lsock = socket.socket()
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(8)
-        self.clients = []
-
-    def connect(self):
-        c = socket.create_connection(self.lsock.getsockname())
-        c.settimeout(0)
-        s, peer = self.lsock.accept()
-        s.setblocking(False)
-        conn = self.pool.get(s, peer, self.ls)
-        init_connection(conn)
-        self.clients.append(c)
-        return c, conn
-
-    def spin(self, cond, n=200):
-        for _ in range(n):
-            if cond():
-                return True
-            self._run_once()
-        return cond()
-
-    def _run_once(self):
-        # never block: the clock is fake, so select must not wait for real time
-        sel = self.loop.selector
-        if sel is not None:
-            ready = sel.select(0.01)
-            for key, mask in ready:
-                owner = key.data
-                if owner.closed:
-                    continue
-                if mask & 1 and owner.read.active:
-                    owner.read.handler(owner.read)
-                if not owner.closed and mask & 2 and owner.write.active:
-                    owner.write.handler(owner.write)
-        self.loop.now_ms = self.clock() // 1_000_000
-        timers = self.loop.timers
-        ev = timers.pop_due(self.loop.now_ms)
-        while ev is not None:
-            ev.timedout = True
-            ev.handler(ev)
-            ev = timers.pop_due(self.loop.now_ms)
-
-    def advance(self, ms):
-        self.clock.advance(ms)
-        self._run_once()
-
-    def read(self, c, until, n=200):
-        buf = bytearray()
-
-        def got():
-            try:
-                data = c.recv(65536)
-                if data == b"":
-                    buf.extend(b"<EOF>")
-                else:
-                    buf.extend(data)
-            except BlockingIOError:
-                pass
-            return until(bytes(buf))
-        self.spin(got, n)
-        return bytes(buf)
-
-    def close(self):
-        for c in self.clients:
-            c.close()
-        self.lsock.close()
+from ...helpers.http import Harness
 
 
 @pytest.fixture
@@ -337,7 +245,6 @@ WHOLE_CASES = [
 
 def _answer(harness, raw, lane):
     from ngxws.http.core_module import LocationConf
-    import ipaddress
     ret = LocationConf(return_=(200, b"returned\n"))
     deny = LocationConf(handler=_deny_all, access=[(None, False)])
     h = harness({"/echo": echo, "/ret": ret, "/deny": deny}, client_max_body_size=8)

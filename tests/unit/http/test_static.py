@@ -9,7 +9,7 @@ import pytest
 from ngxws.http.core_module import MIME_TYPES, LocationConf
 from ngxws.http.static import content_type
 
-from .test_handler import Harness
+from ...helpers.http import Harness
 
 
 @pytest.fixture

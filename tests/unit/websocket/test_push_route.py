@@ -18,7 +18,7 @@ from ngxws.http.stub_status import REQUESTS, stats
 from ngxws.websocket.module import _install_direct_route, _PushConfs, push_handler
 from ngxws.websocket.session import REGISTRY, Location, Session
 
-from ..http.test_handler import Harness
+from ...helpers.http import Harness
 
 
 def ws_conf():
