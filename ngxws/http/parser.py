@@ -37,7 +37,8 @@ of the package.
 
 import re
 
-__all__ = ["parse_head", "PLAIN_HEAD", "Head", "normalize_uri", "REQUEST_LINE_LOG_SIZE"]
+__all__ = ["parse_head", "Head", "normalize_uri", "split_absolute", "keep_alive",
+           "REQUEST_LINE_LOG_SIZE"]
 
 #: how much of a request line the logs keep ($request, the error log's "request:"), nginx's
 #: NGX_MAX_ERROR_STR
@@ -51,8 +52,6 @@ _PCT = re.compile(r"%([0-9A-Fa-f]{2})")
 # "Host :", a stray empty line, junk) goes to the h11 path, which has the error for it.
 _PLAIN = re.compile(rb"(([A-Z_-]+) ([\x21-\x7e]+) HTTP/1\.([01]))\r?\n"
                     rb"(?:[-!#$%&'*+.^_`|~0-9a-zA-Z]+:[\t\x20-\x7e\x80-\xff]*\r?\n)*\r?\n\Z")
-#: for other fast routes: groups (request line, method, target, minor version)
-PLAIN_HEAD = _PLAIN
 
 
 class Head:
@@ -83,6 +82,10 @@ class Head:
     chunked = False
     expect_continue = False
     keep_alive = True
+    #: the first Authorization and Content-Type values, bytes, None when absent (nginx's
+    #: headers_in.authorization and .content_type: the push handler reads them)
+    authorization = None
+    content_type = None
     #: the request line, str, for logs ($request)
     request_line = ""
     #: bytes of the head, for $request_length
@@ -134,6 +137,29 @@ def normalize_uri(path, merge_slashes=True):
     return "/" + "/".join(out)
 
 
+def split_absolute(target):
+    """(host, origin-form rest) of an ``http://`` or ``https://`` target, or None.
+
+    The rest is "/" when the URI has no path; the host may be "" (``http:///x``),
+    and then the Host header names the server, as in nginx.
+    """
+    lower = target[:8].lower()
+    if not (lower.startswith("http://") or lower.startswith("https://")):
+        return None
+    rest = target[target.index("//") + 2:]
+    slash = rest.find("/")
+    if slash == -1:
+        return rest, "/"
+    return rest[:slash], rest[slash:]
+
+
+def keep_alive(http_11, connection):
+    """nginx's keep-alive decision: ``connection`` is the lower-cased Connection value or None."""
+    if http_11:
+        return connection is None or b"close" not in connection
+    return connection is not None and b"keep-alive" in connection
+
+
 def parse_head(head, large_size):
     """The ``Head`` of a plain request head (bytes, up to its empty line), or None.
 
@@ -145,59 +171,61 @@ def parse_head(head, large_size):
     m = _PLAIN.match(head)
     if m is None:
         return None
-    pos = m.end(1) + (2 if head[m.end(1)] == 13 else 1)
     headers = []
-    # each line is now a token, ":", then only visible bytes, spaces and tabs up
-    # to its CR LF or LF (which is h11's OWS field-value OWS); the last two
-    # pieces of the split are the empty line
-    for line in head[pos:].split(b"\n")[:-2]:
+    # each line after the request line is now a token, ":", then only visible bytes,
+    # spaces and tabs up to its CR LF or LF (which is h11's OWS field-value OWS); the
+    # last two pieces of the split are the empty line
+    for line in head.split(b"\n")[1:-2]:
         name, _, value = line.partition(b":")
         headers.append((name.lower(), value.strip(b" \t\r")))
     fields = dict(headers)
     line, method, target_b, minor = m.groups()
 
-    host = None
-    content_length = None
+    h = Head()
     if len(fields) < len(headers):
-        # a name came more than once: fine, unless it is one of these two
+        # a name came more than once: fine, unless it is one of these two; the Head keeps
+        # the first Authorization and Content-Type, as the h11 path does
         hosts = lengths = 0
-        for name, _ in headers:
+        for name, value in headers:
             if name == b"host":
                 hosts += 1
             elif name == b"content-length":
                 lengths += 1
+            elif name == b"authorization":
+                if h.authorization is None:
+                    h.authorization = value
+            elif name == b"content-type":
+                if h.content_type is None:
+                    h.content_type = value
         if hosts > 1 or lengths > 1:
             return None
+    else:
+        h.authorization = fields.get(b"authorization")
+        h.content_type = fields.get(b"content-type")
     if b"transfer-encoding" in fields:
         return None
     value = fields.get(b"content-length")
     if value is not None:
         if not value.isdigit() or len(value) > 20:
             return None
-        content_length = int(value)
+        h.content_length = int(value)
     value = fields.get(b"host")
     if value is not None:
         host = value.decode("latin-1")
     elif minor == b"1":
         return None
+    else:
+        host = ""
 
     target = target_b.decode("latin-1")
-    h = Head()
     h.target = target
     if target[0] != "/":
-        lower = target[:8].lower()
-        if not (lower.startswith("http://") or lower.startswith("https://")):
+        parts = split_absolute(target)
+        if parts is None:
             return None
-        rest = target[target.index("//") + 2:]
-        slash = rest.find("/")
-        if slash == -1:
-            uri_host = rest
-            target = "/"
-        else:
-            uri_host = rest[:slash]
-            target = rest[slash:]
-        if uri_host:
-            host = uri_host
+        if parts[0]:
+            host = parts[0]
+        target = parts[1]
     q = target.find("?")
     if q == -1:
         path = target
@@ -216,14 +244,16 @@ def parse_head(head, large_size):
     h.length = len(head)
     h.request_line = line[:REQUEST_LINE_LOG_SIZE].decode("latin-1")
     h.headers = headers
-    h.host = host or ""
-    h.content_length = content_length
+    h.host = host
     connection = fields.get(b"connection")
+    if connection is not None:
+        connection = connection.lower()
     if minor == b"1":
-        h.keep_alive = connection is None or b"close" not in connection.lower()
+        if connection is not None:
+            h.keep_alive = keep_alive(True, connection)
     else:
         h.http_version = b"1.0"
-        h.keep_alive = connection is not None and b"keep-alive" in connection.lower()
+        h.keep_alive = keep_alive(False, connection)
     value = fields.get(b"expect")
     if value is not None:
         h.expect_continue = value.lower() == b"100-continue"

@@ -36,7 +36,7 @@ import re
 import h11
 
 from . import parser as _parser
-from .parser import REQUEST_LINE_LOG_SIZE, Head, normalize_uri
+from .parser import REQUEST_LINE_LOG_SIZE, Head, keep_alive, normalize_uri, split_absolute
 from .errors import HttpError, REQUEST_HEADER_TOO_LARGE
 
 __all__ = ["HttpParser", "HttpError", "Request", "ERROR", "INFO"]
@@ -231,15 +231,11 @@ class HttpParser:
         h.request_line = self.last_line
         host = ""
         if target[0] != "/":
-            lower = target[:8].lower()
-            if lower.startswith("http://") or lower.startswith("https://"):
-                rest = target[target.index("//") + 2:]
-                slash = rest.find("/")
-                host = rest if slash == -1 else rest[:slash]
-                target = "/" if slash == -1 else rest[slash:]
-            else:
+            parts = split_absolute(target)
+            if parts is None:
                 self.in_request_line = True
                 raise HttpError(400, "client sent invalid request")
+            host, target = parts
         q = target.find("?")
         if q == -1:
             h.path = target
@@ -270,6 +266,12 @@ class HttpParser:
                 connection = value.lower()
             elif name == b"expect":
                 h.expect_continue = value.lower() == b"100-continue"
+            elif name == b"authorization":
+                if h.authorization is None:
+                    h.authorization = value
+            elif name == b"content-type":
+                if h.content_type is None:
+                    h.content_type = value
         h.host = host
         if h.content_length is not None:
             if h.chunked:
@@ -280,10 +282,7 @@ class HttpParser:
             m = _CL_VALUE.search(head)
             if m is not None and not m.group(1).isdigit():
                 raise HttpError(400, 'client sent invalid "Content-Length" header')
-        if h.http_version == b"1.1":
-            h.keep_alive = connection is None or b"close" not in connection
-        else:
-            h.keep_alive = connection is not None and b"keep-alive" in connection
+        h.keep_alive = keep_alive(h.http_version == b"1.1", connection)
         if h.chunked:
             # h11 decodes the chunks; it owns the stream until the body ends
             if self.buf:    # (receive_data(b"") would mean EOF)

@@ -32,7 +32,7 @@ from ..core.directives import (UNSET, Args, ConfigError, Ctx, Directive, Slot, m
 from ..http.errors import error_page
 from ..http.handler import head_204
 from ..http.locations import PLAIN_HOST
-from ..http.parser import PLAIN_HEAD, REQUEST_LINE_LOG_SIZE
+from ..http.parser import parse_head
 from ..http.module import HttpModule
 from . import handshake
 from .handshake import FrameLimit, ProtocolError
@@ -45,7 +45,6 @@ MODULE_NAME = "websocket"
 
 _ALLOW = (b"Allow", b"POST, OPTIONS")
 _OCTET = b"application/octet-stream"
-_PLAIN_HEAD = PLAIN_HEAD.match
 _plain_host = PLAIN_HOST.match
 
 
@@ -395,16 +394,10 @@ def push_handler(r) -> None:
     if method != "POST":
         _reply(r, 204 if method == "OPTIONS" else 405, (_ALLOW,))
         return
-    auth = ctype = None
-    for name, value in r.headers:
-        if name == b"authorization":
-            if auth is None:
-                auth = value
-        elif name == b"content-type":
-            if ctype is None:
-                ctype = value
+    head = r.head
+    ctype = head.content_type
     log = r.conn.log
-    sid = _push_id(auth, r.args)
+    sid = _push_id(head.authorization, r.args)
     if not sid:
         log.info("websocket push without a client id")
         _reply(r, 400)
@@ -435,68 +428,47 @@ def push_handler(r) -> None:
 class _DirectRoute:
     """The push port's own route for the common push (ServerConf.direct, http/handler.py).
 
-    A backend's push is nearly always the same request: a whole ``POST /LOCATION HTTP/1.1``
-    in one read, with Host, Authorization and Content-Length, to a live client of this
-    worker.  That one is run here straight from the bytes: no Request, no location
-    lookup, no handler chain; the client gets its frame and the backend the same 204 the
-    HTTP module would send.  Anything else (another method or version, a query, an
-    unknown or refused client, a slow one, bad UTF-8, Connection/Expect/Transfer-Encoding,
-    a duplicate field, the last request of keepalive_requests, debug logging on) returns
-    False, untouched, and takes the HTTP module's path with its statuses and log lines.
-    tests/unit/websocket/test_push_route.py holds the two to the same answers.
+    A backend's push is nearly always the same request: a whole ``POST /LOCATION`` in one
+    read, with Authorization and Content-Length, to a live client of this worker.  That one
+    is run here straight from the bytes: the head parsed by ``parse_head`` (http/parser.py,
+    the parser every lane shares), no Request, no location lookup, no handler chain; the
+    client gets its frame and the backend the same 204 the HTTP module would send.
+    Anything else (another method or target, a query, a head the parser leaves to h11, no
+    keep-alive, ``Expect: 100-continue``, an unknown or refused client, a slow one, bad
+    UTF-8, the last request of keepalive_requests, debug logging on) returns False,
+    untouched, and takes the HTTP module's path with its statuses and log lines.
+    tests/unit/websocket/test_push_route.py holds the route, whole_request and the
+    buffered path to the same answers.
     """
 
     __slots__ = ("routes",)
 
     def __init__(self, routes):
-        #: target (bytes) -> the push LocationConf it reaches
+        #: target (str) -> the push LocationConf it reaches
         self.routes = routes
 
     def run(self, hc, data) -> bool:
         end = data.find(b"\r\n\r\n") + 4
         if end == 3 or data[:5] != b"POST ":
             return False
-        head = data[:end] if end < len(data) else data
-        m = _PLAIN_HEAD(head)
-        if m is None or m.group(4) != b"1" or head.count(b"\n") != head.count(b"\r\n"):
+        h = parse_head(data[:end] if end < len(data) else data, hc.parser.large_size)
+        if h is None:
             return False
-        loc = self.routes.get(m.group(3))
+        loc = self.routes.get(h.target)
         if loc is None:
+            return False
+        size = h.content_length
+        auth = h.authorization
+        if (size is None or auth is None or not h.keep_alive or h.expect_continue
+                or len(data) - end != size):
             return False
         conn = hc.conn
         if (conn.close_requested or conn.requests + 1 >= loc.keepalive_requests
                 or not loc.keepalive_timeout or conn.log.debug_enabled):
             return False
-        host = auth = ctype = length = None
-        for line in head[m.end(1) + 2:-4].split(b"\r\n"):
-            name, _, value = line.partition(b":")
-            name = name.lower()
-            if name == b"authorization":
-                if auth is not None:
-                    return False
-                auth = value.strip(b" \t")
-            elif name == b"content-length":
-                if length is not None:
-                    return False
-                length = value.strip(b" \t")
-            elif name == b"host":
-                if host is not None:
-                    return False
-                host = value.strip(b" \t")
-            elif name == b"content-type":
-                if ctype is None:
-                    ctype = value
-            elif name == b"connection":
-                if value.strip(b" \t").lower() != b"keep-alive":
-                    return False
-            elif name == b"transfer-encoding" or name == b"expect":
-                return False
-        if (host is None or auth is None or length is None or not length.isdigit()
-                or len(length) > 20 or _plain_host(host.decode("latin-1")) is None):
-            return False
-        size = int(length)
         limit = loc.client_max_body_size
-        if len(data) - end != size or (limit and size > limit):
+        host = h.host
+        if (limit and size > limit) or (host and _plain_host(host) is None):
             return False
         sid = _push_id(auth, "")
         session = REGISTRY.get(sid) if sid else None
@@ -505,9 +477,9 @@ class _DirectRoute:
         conf = loc.confs.conf
         if conf is not None and session.loc.conf is not conf:
             return False
-        if _push_body(session, data[end:], ctype) is None:
+        if _push_body(session, data[end:], h.content_type) is None:
             return False
-        hc.direct_answer(loc, m.group(1)[:REQUEST_LINE_LOG_SIZE].decode("latin-1"), head_204(loc, True))
+        hc.direct_answer(loc, h.request_line, head_204(loc, True))
         return True
 
 
@@ -521,7 +493,7 @@ def _install_direct_route(servers, locations) -> None:
         name = spec.split(" ", 1)[-1]
         if loc.access or not name.startswith("/"):
             continue
-        routes[name.encode("latin-1")] = loc
+        routes[name] = loc
     if routes:
         servers.wildcard.default.direct = _DirectRoute(routes).run
 

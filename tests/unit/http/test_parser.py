@@ -18,6 +18,8 @@ from ngxws.http.errors import HttpError
 from ngxws.http.parser import Head, parse_head
 from ngxws.http.request import HttpParser
 
+from ...helpers.http import eols, plain_heads
+
 _HEAD_END = re.compile(rb"\n\r?\n")
 
 
@@ -67,73 +69,7 @@ def check(data, large_size=8192):
     return True
 
 
-# -- generated heads ---------------------------------------------------------------------------
-
-_TCHAR = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_PCHAR = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@"
-_VCHAR = "".join(chr(c) for c in range(0x21, 0x7f))
-
-methods = st.sampled_from(["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "PROPFIND",
-                           "M-_", "X"])
-pct = st.sampled_from(["%20", "%2F", "%2f", "%41", "%e2%82%ac", "%C3%A9", "%00", "%zz", "%4", "%%"])
-segment = st.lists(st.text(_PCHAR, min_size=1, max_size=6) | pct | st.sampled_from([".", "..", ""]),
-                   max_size=3).map("".join)
-path = st.lists(segment, min_size=1, max_size=5).map(lambda segs: "/" + "/".join(segs))
-query = st.none() | st.text(_PCHAR + "/?%", max_size=12)
-hostnames = st.sampled_from(["127.0.0.1", "example.com", "[::1]", "[2001:db8::1]", "a.b-c.d", "", "X"])
-ports = st.sampled_from(["", ":80", ":8080", ":65535", ":"])
-
-
-@st.composite
-def targets(draw):
-    t = draw(path)
-    q = draw(query)
-    if q is not None:
-        t += "?" + q
-    kind = draw(st.sampled_from(["origin", "origin", "origin", "absolute"]))
-    if kind == "absolute":
-        scheme = draw(st.sampled_from(["http://", "https://", "HTTP://", "Https://"]))
-        authority = draw(hostnames) + draw(ports)
-        t = scheme + authority + draw(st.sampled_from([t, "", "?x=1"]))
-    return t
-
-
-names = st.sampled_from(["Accept", "User-Agent", "Cookie", "X-Forwarded-For", "Authorization",
-                         "Cache-Control", "Sec-WebSocket-Key", "Upgrade", "accept-encoding"]) | \
-    st.text(_TCHAR, min_size=1, max_size=10)
-values = st.text(_VCHAR + " \t", max_size=30).map(str.encode) | \
-    st.binary(max_size=12).filter(lambda b: not re.search(rb"[\x00-\x08\x0a-\x1f\x7f]", b)) | \
-    st.sampled_from([b"\xc3\xa9t\xc3\xa9", b"a\tb", b"Basic dXNlcjpwYXNz", b"*/*", b""])
-ows = st.sampled_from(["", " ", "  ", "\t", " \t"])
-eols = st.sampled_from([b"\r\n", b"\n"])
-
-
-@st.composite
-def plain_heads(draw, special=True):
-    """Heads the fast path is meant to take (and a few more kinds when ``special``)."""
-    version = draw(st.sampled_from(["1.1", "1.0"]))
-    lines = [("%s %s HTTP/%s" % (draw(methods), draw(targets()), version)).encode()]
-    fields = [(n.encode(), draw(ows).encode() + v + draw(ows).encode())
-              for n, v in draw(st.lists(st.tuples(names, values), max_size=6))]
-    host = draw(st.none() | (hostnames.map(str.encode) if version == "1.0" else st.nothing()))
-    if version == "1.1" or host is not None:
-        fields.insert(draw(st.integers(0, len(fields))),
-                      (draw(st.sampled_from([b"Host", b"host", b"HOST"])),
-                       (host if host is not None else (draw(hostnames) + draw(ports)).encode())))
-    extra = [
-        (b"Content-Length", st.from_regex(r"\A[0-9]{1,20}\Z").map(str.encode)),
-        (b"Connection", st.sampled_from([b"keep-alive", b"close", b"Keep-Alive", b"CLOSE",
-                                         b"Upgrade", b"keep-alive, Upgrade", b"x"])),
-        (b"Expect", st.sampled_from([b"100-continue", b"100-Continue", b"200-ok"])),
-    ]
-    if special:
-        extra.append((b"Transfer-Encoding", st.sampled_from([b"chunked", b"gzip, chunked", b"x"])))
-    for name, vals in extra:
-        if draw(st.booleans()):
-            fields.insert(draw(st.integers(0, len(fields))), (name, draw(vals)))
-    lines += [n + b":" + v for n, v in fields]
-    return b"".join(line + draw(eols) for line in lines) + draw(eols)
-
+# -- generated heads (tests/helpers/http.py) -------------------------------------------------
 
 @settings(max_examples=800)
 @given(plain_heads(), st.sampled_from([8192, 8192, 1024, 200, 90]))

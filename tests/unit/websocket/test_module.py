@@ -6,6 +6,7 @@ import pytest
 
 from ngxws.core.cycle import Cycle
 from ngxws.core.directives import ConfigError
+from ngxws.http.parser import Head
 from ngxws.modules import MODULES
 from ngxws.websocket import module as wsmod
 from ngxws.websocket.module import _push_id, push_handler, websocket_handler
@@ -103,6 +104,11 @@ class FakeRequest:
     def __init__(self, method="POST", headers=(), body=b"", args="", conf=None):
         self.method = method
         self.headers = list(headers)
+        # the parsed head, as both head parsers fill it: the first of each of these
+        self.head = Head()
+        for name, value in reversed(self.headers):
+            if name in (b"authorization", b"content-type"):
+                setattr(self.head, name.decode().replace("-", "_"), value)
         self.body = body
         self.args = args
         self.http_version = b"1.1"
