@@ -27,8 +27,8 @@ from ngxws.core.log import NOTICE, ErrorLog
 from ngxws.core.loop import EventLoop
 from ngxws.http.core_module import LocationConf, build_virtual_server
 from ngxws.http.handler import init_connection
-from ngxws.websocket.module import _install_direct_route, _PushConfs, push_handler
-from ngxws.websocket.session import REGISTRY, Location, Session, ws_read_handler
+from ngxws.websocket.push import PushConfs, _install_direct_route, push_handler
+from ngxws.websocket.session import Location, Session, ws_read_handler
 
 SUBSCRIBERS = 100
 
@@ -89,11 +89,11 @@ def build(route: str):
     loc = LocationConf(handler=push_handler, client_max_body_size=1 << 20,
                        keepalive_requests=1 << 60, keepalive_timeout=75000)
     servers = build_virtual_server({"/ws": loc})
-    loc.confs = _PushConfs(ws_conf)
+    sessions = {}
+    loc.confs = PushConfs(ws_conf, sessions)
     if route == "direct":
-        _install_direct_route(servers, {"/ws": loc})
-    REGISTRY.clear()
-    ws_loc = Location(ws_conf, loop, log, "/ws")
+        _install_direct_route(servers, {"/ws": loc}, sessions)
+    ws_loc = Location(ws_conf, loop, log, "/ws", sessions)
     subscribers = []
     for i in range(SUBSCRIBERS):
         conn = pool.get(_Socket(1000 + i), ("127.0.0.1", 20000 + i), None)

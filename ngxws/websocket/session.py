@@ -60,9 +60,6 @@ RECV_SIZE = 65536
 #: iovecs per sendmsg() call (IOV_MAX is 1024 on Linux)
 IOV_MAX = 1024
 
-#: id -> Session, every open session of this worker
-REGISTRY: dict = {}
-
 _OPEN = ConnectionState.OPEN
 _REMOTE_CLOSING = ConnectionState.REMOTE_CLOSING
 #: Session.held for a session whose frames always go through wsproto (permessage-deflate)
@@ -94,12 +91,16 @@ class Location:
     """What sessions of one `websocket` location share in a worker (one object, many sessions)."""
 
     __slots__ = ("conf", "loop", "log", "ping_interval", "idle_interval", "max_message_size",
-                 "send_buffer_size", "slow_close", "push_prefixes", "path", "frame_limit")
+                 "send_buffer_size", "slow_close", "push_prefixes", "path", "frame_limit",
+                 "sessions")
 
-    def __init__(self, conf, loop, log=None, path="/"):
+    def __init__(self, conf, loop, log=None, path="/", sessions=None):
         self.conf = conf
         self.loop = loop
         self.log = log
+        #: id -> Session, the open sessions: the worker's registry (WebSocketMain.sessions,
+        #: shared by all its locations), or this location's own
+        self.sessions = {} if sessions is None else sessions
         self.ping_interval = conf.ping_interval
         self.idle_interval = conf.idle_interval
         self.max_message_size = conf.max_message_size
@@ -170,7 +171,7 @@ class Session:
         self.ws = WsConnection(ConnectionType.SERVER, extensions)
         if extensions and any(type(ext) is not FrameLimit for ext in extensions):
             self.held = _WSPROTO
-        REGISTRY[self.id] = self
+        loc.sessions[self.id] = self
         now = loop.now_ms
         self.last_in = now
         self.last_ping = now
@@ -521,8 +522,9 @@ class Session:
 
     def _forget(self) -> None:
         """Leave the registry and tell the upstream, once."""
-        if REGISTRY.get(self.id) is self:
-            del REGISTRY[self.id]
+        sessions = self.loc.sessions
+        if sessions.get(self.id) is self:
+            del sessions[self.id]
             conn = self.conn
             if conn.log.debug_enabled:
                 conn.log.debug("websocket close code=%s reason=\"%s\" by %s",

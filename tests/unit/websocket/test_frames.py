@@ -10,7 +10,6 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 from wsproto.frame_protocol import CloseReason
 
 from ngxws.websocket import frames
-from ngxws.websocket.session import REGISTRY
 
 from .test_session import Harness
 
@@ -314,7 +313,6 @@ def session_item(draw, client):
 @given(st.data(), st.lists(st.integers(min_value=0, max_value=1 << 16), max_size=10),
        st.sampled_from([64 * 1024, 200]))
 def test_session_answers_as_with_wsproto_alone(data, cuts, send_buffer_size):
-    REGISTRY.clear()
     h = Harness(send_buffer_size=send_buffer_size)
     h.events()
     items = data.draw(st.lists(session_item(h.client), min_size=1, max_size=8))
@@ -330,11 +328,9 @@ def test_session_answers_as_with_wsproto_alone(data, cuts, send_buffer_size):
     assert h.sink.text().count("websocket pong received") == pongs
     h.peer.close()
     h.spin()
-    REGISTRY.clear()
 
 
 def test_session_fast_path_stops_at_the_mark():
-    REGISTRY.clear()
     h = Harness(send_buffer_size=3000)
     h.events()
     wire = b"".join(h.client.send(BytesMessage(b"%04d" % i + b"m" * 996)) for i in range(50))
@@ -347,4 +343,3 @@ def test_session_fast_path_stops_at_the_mark():
     assert not h.session.paused
     h.peer.close()
     h.spin()
-    REGISTRY.clear()

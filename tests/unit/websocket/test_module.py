@@ -1,4 +1,3 @@
-import base64
 import re
 from types import SimpleNamespace
 
@@ -6,11 +5,10 @@ import pytest
 
 from ngxws.core.cycle import Cycle
 from ngxws.core.directives import ConfigError
-from ngxws.http.parser import Head
 from ngxws.modules import MODULES
 from ngxws.websocket import module as wsmod
-from ngxws.websocket.module import _push_id, push_handler, websocket_handler
-from ngxws.websocket.session import REGISTRY, Location, Session
+from ngxws.websocket.module import websocket_handler
+from ngxws.websocket.session import Location, Session
 
 
 def build(tmp_path, http):
@@ -104,11 +102,6 @@ class FakeRequest:
     def __init__(self, method="POST", headers=(), body=b"", args="", conf=None):
         self.method = method
         self.headers = list(headers)
-        # the parsed head, as both head parsers fill it: the first of each of these
-        self.head = Head()
-        for name, value in reversed(self.headers):
-            if name in (b"authorization", b"content-type"):
-                setattr(self.head, name.decode().replace("-", "_"), value)
         self.body = body
         self.args = args
         self.http_version = b"1.1"
@@ -129,88 +122,6 @@ class FakeRequest:
 
     def send_response(self, status, headers=(), body=b"", content_type=None):
         self.sent = (status, list(headers), body)
-
-
-def basic(user):
-    return (b"authorization", b"Basic " + base64.b64encode(user.encode() + b":"))
-
-
-def test_push_id():
-    def auth(value):
-        return value if isinstance(value, bytes) else basic(value)[1]
-    assert _push_id(auth("abc"), "") == "abc"
-    assert _push_id(auth(b"Basic " + base64.b64encode(b"abc:secret")), "") == "abc"
-    assert _push_id(auth("a%2Fb"), "") == "a/b"
-    assert _push_id(None, "x=1&id=xyz") == "xyz"
-    assert _push_id(None, "id=") is None
-    assert _push_id(auth(b"Basic !!!"), "") is None
-    assert _push_id(auth(b"Bearer abc"), "") is None
-    # an Authorization that names nobody leaves the id argument its say
-    assert _push_id(auth(b"Bearer abc"), "id=q") == "q"
-    # the second time, from the cache: the same answers
-    assert _push_id(auth("abc"), "") == "abc" and _push_id(auth(b"Basic !!!"), "") is None
-
-
-def test_push_id_cache_is_bounded():
-    from ngxws.websocket import module as m
-    for i in range(m._BASIC_IDS_MAX * 2 + 10):
-        assert _push_id(basic("c%d" % i)[1], "") == "c%d" % i
-        assert len(m._BASIC_IDS) <= m._BASIC_IDS_MAX
-
-
-class FakeSession:
-    def __init__(self, conf, status=204):
-        self.loc = SimpleNamespace(conf=conf)
-        self.conn = SimpleNamespace(number=7)
-        self.status = status
-        self.got = []
-
-    def push(self, data, text=False):
-        # as the session frames it: text stays UTF-8 bytes, checked by push_handler
-        self.got.append(data.decode("utf-8") if text else data)
-        return self.status
-
-
-@pytest.fixture
-def registry():
-    REGISTRY.clear()
-    yield REGISTRY
-    REGISTRY.clear()
-
-
-def test_push_handler_statuses(registry):
-    conf = object()
-    s = registry["abc"] = FakeSession(conf)
-    r = FakeRequest(headers=[basic("abc")], body=b"hello", conf=conf)
-    push_handler(r)
-    assert r.sent[0] == 204 and s.got == ["hello"]
-    assert any("websocket push id=abc size=5 status=204 to *7" in l for l in r.conn.log.lines)
-
-    r = FakeRequest(headers=[basic("abc"), (b"content-type", b"Application/Octet-Stream; x=y")],
-                    body=b"\xff", conf=conf)
-    push_handler(r)
-    assert r.sent[0] == 204 and s.got[-1] == b"\xff"
-
-    r = FakeRequest(headers=[basic("abc")], body="héllo".encode(), conf=conf)
-    push_handler(r)
-    assert r.sent[0] == 204 and s.got[-1] == "héllo"
-
-    for req, status in [
-        (FakeRequest(headers=[basic("abc")], body=b"\xff", conf=conf), 400),
-        (FakeRequest(body=b"x", conf=conf), 400),
-        (FakeRequest(headers=[basic("nope")], body=b"x", conf=conf), 404),
-        (FakeRequest(headers=[basic("abc")], body=b"x", conf=object()), 404),   # other location
-        (FakeRequest("GET", headers=[basic("abc")], conf=conf), 405),
-        (FakeRequest("OPTIONS", conf=conf), 204),
-    ]:
-        push_handler(req)
-        assert req.sent[0] == status
-        if req.method != "POST":
-            assert (b"Allow", b"POST, OPTIONS") in req.sent[1]
-    s.status = 429
-    r = FakeRequest(headers=[basic("abc")], body=b"x", conf=conf)
-    push_handler(r)
-    assert r.sent[0] == 429
 
 
 def _ws_conf(**kw):
@@ -247,10 +158,3 @@ def test_push_urls_ipv6_brackets():
     s = Session(loc)
     assert s.push_urls == "http://%s@[::1]:9000/ws,http://%s@10.0.0.1:9000/ws" % (s.id, s.id)
     assert re.fullmatch(r"[A-Za-z0-9_-]{22}", s.id)
-
-
-def test_host_addresses():
-    import socket
-    v4 = wsmod._host_addresses(socket.AF_INET)
-    assert "127.0.0.1" in v4
-    assert all(":" not in a for a in v4)

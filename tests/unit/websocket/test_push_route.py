@@ -1,7 +1,7 @@
 """The push port's three lanes for one request: the direct route, whole_request, the buffer.
 
 Each request goes, in one write, to a push server built as open_push_ports builds it: with
-the direct route installed (websocket/module.py _DirectRoute), without it (the HTTP module's
+the direct route installed (websocket/push.py _DirectRoute), without it (the HTTP module's
 whole_request lane), and with neither (the buffered path, HttpParser and run()).  The
 backend must get the same bytes back (the Date line aside), the client the same frames, and
 stub_status the same request count, whichever lane ran it: for the cases below and for heads
@@ -20,9 +20,9 @@ from ngxws.core.connection import ConnectionPool
 from ngxws.core.log import DEBUG, INFO, ErrorLog
 from ngxws.http.core_module import LocationConf
 from ngxws.http.stub_status import REQUESTS, stats
-from ngxws.websocket.module import WebSocketLocConf, WebSocketModule, _install_direct_route, \
-    _PushConfs, push_handler
-from ngxws.websocket.session import REGISTRY, Location, Session
+from ngxws.websocket.module import WebSocketLocConf, WebSocketModule
+from ngxws.websocket.push import PushConfs, _install_direct_route, push_handler
+from ngxws.websocket.session import Location, Session
 
 from ...helpers.http import Harness, content_lengths, plain_heads, targets
 
@@ -53,12 +53,14 @@ class PushPort:
         h.log = ErrorLog([(h.sink, INFO)])
         h.loop.log = h.log
         h.pool = ConnectionPool(h.loop, h.log, 16)
-        loc.confs = _PushConfs(self.conf)
+        #: the worker's registry, as WebSocketMain.sessions
+        self.sessions = {}
+        loc.confs = PushConfs(self.conf, self.sessions)
         #: requests the direct route ran
         self.routed = 0
         self.lane = lane
         if lane == "direct":
-            _install_direct_route(self.http.ls.servers, {"/ws": loc})
+            _install_direct_route(self.http.ls.servers, {"/ws": loc}, self.sessions)
             srv = self.http.ls.servers.wildcard.default
             run = srv.direct
 
@@ -71,7 +73,7 @@ class PushPort:
         server_sock.setblocking(False)
         self.peer.settimeout(0)
         conn = h.pool.get(server_sock, ("127.0.0.1", 5555))
-        self.session = Session(Location(self.conf, h.loop, h.log, "/ws"))
+        self.session = Session(Location(self.conf, h.loop, h.log, "/ws", self.sessions))
         self.session.id = SID
         self.session.attach(conn, b"", b"", None)
         self.frames = b""
@@ -125,7 +127,6 @@ def _answer(h, c):
 def exchange(lane, raws, keepalive_requests=1000):
     """Send each raw request in one write on one connection: the answers, the client's bytes,
     the requests stub_status counted and the connection's request count."""
-    REGISTRY.clear()
     port = PushPort(lane, keepalive_requests)
     try:
         c, conn = port.connect()
@@ -141,7 +142,6 @@ def exchange(lane, raws, keepalive_requests=1000):
         return answers, port.client_bytes(), stats.totals()[REQUESTS] - before, conn.requests
     finally:
         port.close()
-        REGISTRY.clear()
 
 
 PUSH = b"POST /ws HTTP/1.1\r\nHost: 127.0.0.1:9000\r\nAuthorization: Basic BASIC\r\n"
@@ -282,7 +282,6 @@ def test_keepalive_requests_closes_as_the_http_path():
 
 def test_debug_log_goes_the_http_path():
     # a connection with debug logging gets the HTTP path's whole story in its log
-    REGISTRY.clear()
     port = PushPort("direct")
     try:
         h = port.http
@@ -294,12 +293,10 @@ def test_debug_log_goes_the_http_path():
         assert port.handled == ["POST"] and "websocket push id=" in h.sink.text()
     finally:
         port.close()
-        REGISTRY.clear()
 
 
 def test_slow_client_goes_the_http_path():
     # a client over its send buffer: the route leaves the push to push_handler (429)
-    REGISTRY.clear()
     port = PushPort("direct")
     try:
         port.session.queued = port.conf.send_buffer_size + 1
@@ -310,4 +307,3 @@ def test_slow_client_goes_the_http_path():
         assert out.startswith(b"HTTP/1.1 429 ")
     finally:
         port.close()
-        REGISTRY.clear()

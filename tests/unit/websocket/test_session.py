@@ -13,7 +13,7 @@ from ngxws.core.log import DEBUG, ErrorLog
 from ngxws.core.loop import Event, EventLoop
 from ngxws.websocket import session as session_mod
 from ngxws.websocket.handshake import Deflate, negotiate_deflate
-from ngxws.websocket.session import REGISTRY, Location, Session, State
+from ngxws.websocket.session import Location, Session, State
 
 from ..core.fakes import MemorySink
 
@@ -98,20 +98,13 @@ class Harness:
         return got
 
 
-@pytest.fixture(autouse=True)
-def clean_registry():
-    REGISTRY.clear()
-    yield
-    REGISTRY.clear()
-
-
 def test_first_message_is_push_urls():
     h = Harness()
     (ev,) = h.events()
     assert h.head.startswith(b"HTTP/1.1 101")
     sid = h.session.id
     assert ev.data == "http://%s@127.0.0.1:9000/ws,http://%s@[::1]:9000/ws" % (sid, sid)
-    assert len(sid) >= 22 and REGISTRY[sid] is h.session
+    assert len(sid) >= 22 and h.loc.sessions[sid] is h.session
 
 
 def test_ids_are_unique_and_not_fds():
@@ -157,7 +150,7 @@ def test_client_close_is_answered_and_tcp_closed():
     h.send(CloseConnection(code=1000, reason="bye"))
     evs = h.events(2)
     assert isinstance(evs[0], CloseConnection) and evs[0].code == 1000
-    assert sid not in REGISTRY
+    assert sid not in h.loc.sessions
     assert h.peer.recv(10) == b""           # our FIN
     h.peer.close()
     h.spin()
@@ -368,7 +361,6 @@ def test_push_checked_text_bytes(deflate):
                 max_size=5),
        st.lists(st.integers(min_value=1, max_value=50), min_size=1, max_size=20))
 def test_split_anywhere(messages, cuts):
-    REGISTRY.clear()
     h = Harness()
     h.events()
     wire = b"".join(h.client.send(TextMessage(m) if isinstance(m, str) else BytesMessage(m))
