@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from ..core.directives import (UNSET, Args, ConfigError, Ctx, Directive, Slot, merge, parse_msec,
                                set_enum, set_flag, set_size, set_str)
 from ..http.module import HttpModule
-from . import handshake
+from . import handshake, upstream as upstream_module
 from .handshake import FrameLimit, ProtocolError
 from .push import open_push_ports, reply
 from .session import Session
@@ -281,17 +281,9 @@ def websocket_handler(r) -> None:
         else:
             reply(r, status, headers)
 
-    upstream = _upstream_for(session, r)
+    upstream = upstream_module.create(session, r)
     if upstream is not None:
         session.upstream = upstream
         upstream.open(accept, refuse)
         return
     accept()
-
-
-def _upstream_for(session, r):
-    try:
-        from . import upstream
-    except ImportError:
-        return None
-    return upstream.create(session, r)

@@ -14,14 +14,6 @@ import websocket  # websocket-client
 
 from .conftest import ROOT, make_conf, wait_for
 
-try:
-    import ngxws.websocket.module  # noqa: F401
-    HAVE_WEBSOCKET = True
-except ImportError:  # the websocket module is being written by another room
-    HAVE_WEBSOCKET = False
-
-needs_websocket = pytest.mark.skipif(not HAVE_WEBSOCKET, reason="ngxws.websocket.module not there yet")
-
 # A test backend: WebSocket-over-HTTP over stdlib http.server, threaded, keep-alive.  It records
 # every request it gets (GET /stats returns them) and answers by path and message text.
 BACKEND = r'''
@@ -300,7 +292,6 @@ def test_config_ok(tmp_path):
     assert r.returncode == 0, r.stderr
 
 
-@needs_websocket
 def test_open_accepted_with_backend_headers(ngxws_server, backends):
     b = backends()
     srv = gateway(ngxws_server, b.port, "websocket_pass_header X-Real-IP $remote_addr; "
@@ -319,7 +310,6 @@ def test_open_accepted_with_backend_headers(ngxws_server, backends):
     assert opened[0][5] == {"X-Real-IP": "127.0.0.1", "X-Secret": "s3", "X-Empty": None}
 
 
-@needs_websocket
 def test_open_refused_403(ngxws_server, backends):
     b = backends()
     srv = gateway(ngxws_server, b.port)
@@ -333,7 +323,6 @@ def test_open_refused_403(ngxws_server, backends):
     ws.close()
 
 
-@needs_websocket
 def test_set_meta_round_trip_and_client_meta_not_relayed(ngxws_server, backends):
     b = backends()
     srv = gateway(ngxws_server, b.port)
@@ -346,7 +335,6 @@ def test_set_meta_round_trip_and_client_meta_not_relayed(ngxws_server, backends)
     assert [s[2] for s in b.seen() if s[4][:1] == [["OPEN", None]]] == [None]
 
 
-@needs_websocket
 def test_reply_events_reach_the_client(ngxws_server, backends):
     b = backends()
     srv = gateway(ngxws_server, b.port)
@@ -360,7 +348,6 @@ def test_reply_events_reach_the_client(ngxws_server, backends):
     assert close_frame(ws) == (4001, "bye")
 
 
-@needs_websocket
 def test_burst_of_1000_in_order_and_batched(ngxws_server, backends):
     b = backends()
     srv = gateway(ngxws_server, b.port)
@@ -378,7 +365,6 @@ def test_burst_of_1000_in_order_and_batched(ngxws_server, backends):
     assert len(requests) < 1000, "messages that arrive during a request are batched"
 
 
-@needs_websocket
 def test_close_forwarded_with_its_code(ngxws_server, backends):
     b = backends()
     srv = gateway(ngxws_server, b.port)
@@ -390,7 +376,6 @@ def test_close_forwarded_with_its_code(ngxws_server, backends):
              what="CLOSE 4003 at the backend")
 
 
-@needs_websocket
 def test_unclean_leave_sends_disconnect(ngxws_server, backends):
     b = backends()
     srv = gateway(ngxws_server, b.port)
@@ -402,7 +387,6 @@ def test_unclean_leave_sends_disconnect(ngxws_server, backends):
              what="DISCONNECT at the backend")
 
 
-@needs_websocket
 def test_backend_down_closes_1011_and_worker_keeps_serving(ngxws_server, backends):
     b = backends()
     srv = gateway(ngxws_server, b.port)
@@ -423,7 +407,6 @@ def test_backend_down_closes_1011_and_worker_keeps_serving(ngxws_server, backend
     echo.close()
 
 
-@needs_websocket
 def test_slow_backend_does_not_slow_other_clients(ngxws_server, backends):
     b = backends()
     srv = gateway(ngxws_server, b.port)
@@ -443,7 +426,6 @@ def test_slow_backend_does_not_slow_other_clients(ngxws_server, backends):
     slow.close()
 
 
-@needs_websocket
 def test_queue_overflow_closes_1008(ngxws_server, backends):
     b = backends()
     srv = gateway(ngxws_server, b.port)
@@ -455,7 +437,6 @@ def test_queue_overflow_closes_1008(ngxws_server, backends):
     srv.wait_log(r"\[error\] .*websocket upstream queue over websocket_pass_queue_size 4096")
 
 
-@needs_websocket
 def test_docs_example_backend(ngxws_server, backends, tmp_path):
     b = backends(DOC_RUNNER, os.path.join(ROOT, "README.md"))
     srv = gateway(ngxws_server, b.port)
@@ -473,7 +454,6 @@ def test_docs_example_backend(ngxws_server, backends, tmp_path):
     bob.close()
 
 
-@needs_websocket
 def test_gripcontrol_backend(ngxws_server, backends):
     pytest.importorskip("gripcontrol")
     b = backends(GRIP_BACKEND)
@@ -486,7 +466,6 @@ def test_gripcontrol_backend(ngxws_server, backends):
     assert close_frame(ws)[0] == 4000
 
 
-@needs_websocket
 def test_round_trip_is_not_held_by_delayed_ack(ngxws_server, backends):
     # http.server writes the head and the body of an answer in two send()s without TCP_NODELAY:
     # without quick ACKs on ngxws' side every answer waited ~40 ms for a delayed ACK
@@ -505,7 +484,6 @@ def test_round_trip_is_not_held_by_delayed_ack(ngxws_server, backends):
     ws.close()
 
 
-@needs_websocket
 def test_quit_tells_the_backend(ngxws_server, backends):
     b = backends()
     srv = gateway(ngxws_server, b.port)
@@ -524,7 +502,6 @@ def test_quit_tells_the_backend(ngxws_server, backends):
     assert len(closes) == 1 and closes[0][1][:2] == "\x03\xe9"
 
 
-@needs_websocket
 def test_unix_socket_backend(ngxws_server, backends, tmp_path):
     path = str(tmp_path / "backend.sock")
     script = BACKEND.replace('''srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)''', """
@@ -533,7 +510,7 @@ class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 srv = UnixServer(%r, Handler)
 srv.server_address = ("unix", 0)""" % path)
-    b = backends(script)
+    backends(script)
     srv = ngxws_server(http="""
     server {
         listen 127.0.0.1:0;
@@ -550,7 +527,6 @@ srv.server_address = ("unix", 0)""" % path)
     ws.close()
 
 
-@needs_websocket
 def test_reload_keeps_upstream_clients(ngxws_server, backends):
     b = backends()
     srv = gateway(ngxws_server, b.port)

@@ -158,3 +158,18 @@ def test_push_urls_ipv6_brackets():
     s = Session(loc)
     assert s.push_urls == "http://%s@[::1]:9000/ws,http://%s@10.0.0.1:9000/ws" % (s.id, s.id)
     assert re.fullmatch(r"[A-Za-z0-9_-]{22}", s.id)
+
+
+def test_a_broken_upstream_module_fails_the_import():
+    # no fallback: without a working websocket/upstream.py the websocket module does not load
+    # (it used to turn the ImportError into "no websocket_pass" at the first handshake)
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['ngxws.websocket.upstream'] = None\n"
+            "import ngxws.websocket.module")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[3]))
+    assert proc.returncode != 0 and "import of ngxws.websocket.upstream halted" in proc.stderr, \
+        proc.stderr
+    assert wsmod.upstream_module.create is __import__("ngxws.websocket.upstream",
+                                                      fromlist=["create"]).create
