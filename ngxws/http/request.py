@@ -54,12 +54,10 @@ _CL_VALUE = re.compile(rb"\ncontent-length[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?\n", 
 _METHOD_PREFIX = re.compile(rb"[A-Z_-]*")
 
 
-if hasattr(h11.Request(method="GET", target="/", headers=[("Host", "a")]).headers, "_full_items"):
-    def _header_list(hs):
-        # h11's Headers is a Sequence whose generic __iter__ costs a call per item
-        return [(n, v) for _, n, v in hs._full_items]
-else:   # pragma: no cover - another h11
-    _header_list = list
+def _header_list(hs):
+    """An h11 Headers as [(lower-case name, value)]: from the public raw_items() (h11 0.14+),
+    lower-cased as h11 lower-cases them; a third of the cost of iterating the Sequence."""
+    return [(n.lower(), v) for n, v in hs.raw_items()]
 
 
 def _h11_message(exc):

@@ -211,3 +211,15 @@ def test_content_length_list_refused_as_nginx(value):
         p.next_head()
     assert info.value.status == 400
     assert info.value.message == 'client sent invalid "Content-Length" header'
+
+
+def test_h11_path_gives_lower_case_names_and_values_as_sent():
+    # a control byte in a value keeps the head from the fast parser: h11 parses it, and the
+    # Head's headers come from h11's public Headers.raw_items(), names lower-cased
+    head = (b"GET / HTTP/1.1\r\nHost: a\r\nX-Mixed-Case: V a l\x01\r\nACCEPT: */*\r\n"
+            b"Authorization: Basic eA==\r\nauthorization: second\r\nContent-Type: text/x\r\n\r\n")
+    h = HttpParser()._parse_general(head)
+    assert h.headers == [(b"host", b"a"), (b"x-mixed-case", b"V a l\x01"), (b"accept", b"*/*"),
+                         (b"authorization", b"Basic eA=="), (b"authorization", b"second"),
+                         (b"content-type", b"text/x")]
+    assert (h.authorization, h.content_type) == (b"Basic eA==", b"text/x")
