@@ -25,7 +25,9 @@ While a request is being answered the socket is not read, so a client that
 sends faster than it reads meets TCP's flow control, not a growing buffer.
 
 ``Request.detach()`` hands the socket to another owner (WebSocket): the HTTP
-side drops its timers and selector interest and never touches it again.
+side drops its timers and selector interest and never touches it again.  What
+the kernel has not taken yet of the 101 head goes with it, for the new owner
+to send first: a worker never waits for one client's socket.
 """
 
 import errno
@@ -909,19 +911,14 @@ class HttpConnection:
         conn.close()
 
     def detach(self, r):
+        """Hand the connection over: (sock, trailing, unsent).  ``unsent`` is what the kernel
+        has not taken yet of the response head (b"" mostly): the new owner sends it first,
+        through the loop, as it sends everything else; the worker never waits for it here."""
         conn = self.conn
         loop = self.loop
-        if self.out:
-            # the 101 head did not all go: finish it before handing over
-            data = b"".join(bytes(c) for c in self.out)
-            self.out = None
-            conn.sock.setblocking(True)
-            conn.sock.settimeout(1.0)
-            try:
-                conn.sock.sendall(data)
-            except OSError:
-                pass
-            conn.sock.setblocking(False)
+        unsent = b"".join(self.out) if self.out else b""
+        self.out = None
+        self.after_write = None
         for ev in (conn.read, conn.write):
             if ev.timer_set:
                 loop.del_timer(ev)
@@ -936,7 +933,7 @@ class HttpConnection:
         conn.log.action = None
         conn.log.context = None
         conn.data = None
-        return conn.sock, trailing
+        return conn.sock, trailing, unsent
 
 
 def http_read_handler(ev):

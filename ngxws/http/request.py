@@ -443,5 +443,7 @@ class Request:
         self.hc.finalize(self, status)
 
     def detach(self):
-        """Hand the connection over (WebSocket upgrade): returns (sock, trailing_bytes)."""
+        """Hand the connection over (WebSocket upgrade): returns (sock, trailing, unsent):
+        the bytes read past the request and the part of the response head not sent yet,
+        which the new owner must send before anything else."""
         return self.hc.detach(self)

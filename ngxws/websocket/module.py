@@ -266,12 +266,13 @@ def websocket_handler(r) -> None:
             out.append((b"Sec-WebSocket-Extensions", ext_value))
         out.extend(headers)
         r.send_response(101, out)
-        _, trailing = r.detach()
+        _, trailing, unsent = r.detach()
         if log.debug_enabled:
             log.debug("websocket handshake id=%s deflate=%s subprotocol=%s", session.id,
                       (ext_value or b"off").decode("latin-1"),
                       chosen.decode("latin-1") if chosen else "none")
-        session.attach(conn, b"", trailing, extensions or None)
+        # the 101's unsent rest (a full socket buffer) leaves first, through the loop
+        session.attach(conn, unsent, trailing, extensions or None)
 
     def refuse(status, headers=(), body=b""):
         if conn.closed:

@@ -88,8 +88,8 @@ def test_detach_hands_over_socket_and_trailing(harness):
     c, conn = h.connect()
     c.sendall(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n\x81\x05hello")
     h.spin(lambda: taken)
-    sock, trailing = taken[0]
-    assert sock is conn.sock and trailing == b"\x81\x05hello"
+    sock, trailing, unsent = taken[0]
+    assert sock is conn.sock and trailing == b"\x81\x05hello" and unsent == b""
     assert not conn.read.active and not conn.read.timer_set and not conn.write.timer_set
     out = h.read(c, lambda b: b.endswith(b"\r\n\r\n"))
     assert out.startswith(b"HTTP/1.1 101 Switching Protocols\r\n") and b"Content-Length" not in out

@@ -173,3 +173,73 @@ def test_a_broken_upstream_module_fails_the_import():
         proc.stderr
     assert wsmod.upstream_module.create is __import__("ngxws.websocket.upstream",
                                                       fromlist=["create"]).create
+
+
+def test_a_101_that_does_not_fit_is_finished_through_the_loop():
+    """The kernel takes only part of the 101 head (the client reads nothing): the session
+    sends the rest from its queue, the worker goes on serving others meanwhile, and the
+    client gets the whole head, then the push URL message, in order, once it reads."""
+    import socket
+
+    from ngxws.core.directives import ConfSet, Slot
+    from ngxws.http.core_module import LocationConf
+    from wsproto.connection import Connection, ConnectionType
+    from wsproto.events import TextMessage
+
+    from ...helpers.http import Harness
+
+    conf = wsmod.WebSocketLocConf()
+    wsmod.WebSocketModule().merge_loc_conf(wsmod.WebSocketLocConf(), conf)
+    big = b"b" * (2 << 20)      # far more than the socket buffers below hold
+    loc = LocationConf(handler=websocket_handler, add_headers=[(b"X-Big", big, True)],
+                       confs=ConfSet({("websocket", Slot.LOC): conf}))
+    h = Harness({"/ws": loc, "/other": lambda r: r.send_response(200, (), b"other")})
+    try:
+        conf.ctx = Location(conf, h.loop, h.log, "/ws")
+        conf.ctx.push_prefixes = ("127.0.0.1:9000",)
+        c, conn = h.connect()
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        c.sendall(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        h.settle()
+        (session,) = conf.ctx.sessions.values()
+        assert session.conn is conn and conn.data is session
+        # the rest of the head waits in the session's queue, not in a blocking sendall
+        assert conn.sock.gettimeout() == 0.0 and conn.write.active
+        assert session.out is not None and session.queued > len(big) // 2
+        # meanwhile another client of this worker is answered
+        other, _ = h.connect()
+        other.sendall(b"GET /other HTTP/1.1\r\nHost: a\r\n\r\n")
+        h.settle()
+        assert other.recv(65536).endswith(b"\r\n\r\nother")
+        # the client reads (with room to read fast now): everything arrives, in order
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        data = bytearray()
+        head_end = -1
+        for _ in range(2000):
+            h.settle()
+            try:
+                data += c.recv(1 << 20)
+            except BlockingIOError:
+                h.spin(lambda: False, 1)
+            head_end = data.find(b"\r\n\r\n")
+            if head_end >= 0 and len(data) >= head_end + 4 + 2:
+                break
+        head, rest = bytes(data[:head_end + 4]), bytes(data[head_end + 4:])
+        assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+        assert b"\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in head
+        assert b"\r\nX-Big: " + big + b"\r\n\r\n" in head
+        client = Connection(ConnectionType.CLIENT)
+        for _ in range(100):
+            client.receive_data(rest)
+            events = list(client.events())
+            if events:
+                break
+            h.settle()
+            try:
+                rest = c.recv(65536)
+            except BlockingIOError:
+                rest = b""
+        assert events == [TextMessage(data=session.push_urls)]
+    finally:
+        h.close()
