@@ -644,13 +644,16 @@ class HttpConnection:
             headers = rest
         if status in KEEPALIVE_BREAKING:
             r.keep_alive = False
+        # r.response_head keeps the head as written (one reference, nothing built): the
+        # $sent_http_NAME variables split it only when a log format asks
         if status == 204:
-            data = self.build_head(r, status, headers, None, None, None, None)
+            data = r.response_head = self.build_head(r, status, headers, None, None, None, None)
         elif body is None:
             # a 304 of the static module: no body, no length, no type (nginx's not_modified filter)
-            data = self.build_head(r, status, headers, None, None, last_modified, None)
+            data = r.response_head = self.build_head(r, status, headers, None, None, last_modified,
+                                                     None)
         elif status == 101:
-            data = self.build_head(r, status, headers, None, None, None, None)
+            data = r.response_head = self.build_head(r, status, headers, None, None, None, None)
             r.status = 101
             r.bytes_sent += len(data)
             self.write(data)
@@ -658,7 +661,8 @@ class HttpConnection:
         else:
             if body.__class__ is not bytes:
                 body = bytes(body)
-            data = self.build_head(r, status, headers, len(body), content_type, last_modified, location)
+            data = r.response_head = self.build_head(r, status, headers, len(body), content_type,
+                                                     last_modified, location)
             if not r.header_only:
                 r.body_bytes_sent = len(body)
                 data += body
@@ -673,7 +677,8 @@ class HttpConnection:
 
     def send_file(self, r, status, headers, fd, size, content_type, last_modified):
         """A static file's response: the head, then the file by sendfile()."""
-        data = self.build_head(r, status, headers, size, content_type, last_modified, None)
+        data = r.response_head = self.build_head(r, status, headers, size, content_type,
+                                                 last_modified, None)
         r.status = status
         r.done = True
         r.bytes_sent = len(data)

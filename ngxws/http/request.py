@@ -384,7 +384,7 @@ class Request:
     __slots__ = ("hc", "conn", "head", "method", "target", "uri", "args", "headers", "http_version",
                  "body", "srv_conf", "loc", "status", "discard_body", "header_only", "start_ms",
                  "start_time", "bytes_sent", "body_bytes_sent", "match", "keep_alive", "detached",
-                 "done", "ctx")
+                 "done", "ctx", "response_head")
 
     def __init__(self, hc, conn, head, srv_conf):
         self.hc = hc
@@ -415,6 +415,22 @@ class Request:
         self.done = False
         #: per-request data of other modules, by module name
         self.ctx = None
+        #: the response's head as written (bytes, up to its empty line), None before it:
+        #: kept as it is, its headers are split only when asked (``response_headers``)
+        self.response_head = None
+
+    @property
+    def response_headers(self):
+        """The response's headers as sent, [(name, value)] as bytes (the name spelt as sent),
+        nginx's own Server and Date first; () before a response ($sent_http_NAME)."""
+        head = self.response_head
+        if not head:
+            return ()
+        out = []
+        for line in head.split(b"\r\n")[1:-2]:
+            name, _, value = line.partition(b": ")
+            out.append((name, value))
+        return out
 
     @property
     def trailing(self):

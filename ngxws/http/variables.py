@@ -336,17 +336,48 @@ def _header_getter(name):
     return get
 
 
+def _sent_connection(r):
+    # nginx's $sent_http_connection reads the request's keep-alive flag, which it clears
+    # before the log phase: an access log says "close" for a kept-alive request too
+    if getattr(r, "status", 0) == 101:
+        return "upgrade"
+    return "keep-alive" if getattr(r, "keep_alive", False) and not getattr(r, "done", True) \
+        else "close"
+
+
+def _sent_keep_alive(r):
+    # "timeout=N" while the request is being answered with keepalive_timeout's header time;
+    # "not found" in the access log (the flag is cleared by then, as for $sent_http_connection)
+    if getattr(r, "keep_alive", False) and not getattr(r, "done", True):
+        seconds = getattr(getattr(r, "loc", None), "keepalive_header", None)
+        if seconds:
+            return "timeout=%d" % seconds
+    return None
+
+
 def _sent_header_getter(name):
+    if name == "connection":
+        return _sent_connection
+    if name == "keep_alive":
+        return _sent_keep_alive
     key = name.replace("_", "-").encode("latin-1")
+    # nginx writes its own Server and Date lines from the header filter, outside the
+    # response's header list that $sent_http_NAME searches: a head's first Server and Date
+    # (http/handler.py writes them first) are not found, an add_header's are
+    skip = 1 if key in (b"server", b"date") else 0
 
     def get(r):
         headers = getattr(r, "response_headers", None)
         if not headers:
             return None
+        seen = 0
         for k, v in headers:
-            k = k.encode("latin-1") if k.__class__ is str else k
+            if k.__class__ is str:
+                k = k.encode("latin-1")
             if k.lower() == key:
-                return text(v)
+                if seen == skip:
+                    return text(v)
+                seen += 1
         return None
     return get
 

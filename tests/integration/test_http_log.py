@@ -104,15 +104,15 @@ def free_port():
 
 
 def run_nginx(tmp_path, http_main="access_log logs/access.log;", server=LOG_SERVER, requests=REQUESTS,
-              lines=len(NGINX_LINES), log="access.log"):
+              lines=len(NGINX_LINES), log="access.log", main=""):
     """Real nginx on an ephemeral port with the same server; its access log lines."""
     prefix = tmp_path / "nginx"
     (prefix / "logs").mkdir(parents=True)
     for _ in range(5):
         port = free_port()
         conf = prefix / "nginx.conf"
-        conf.write_text("worker_processes 1;\nerror_log logs/error.log;\npid logs/nginx.pid;\n"
-                        "events {}\nhttp {\n    %s\n%s\n}\n" % (http_main, server % port))
+        conf.write_text("worker_processes 1;\nerror_log logs/error.log;\npid logs/nginx.pid;\n%s\n"
+                        "events {}\nhttp {\n    %s\n%s\n}\n" % (main, http_main, server % port))
         proc = subprocess.Popen(["nginx", "-p", str(prefix) + "/", "-c", str(conf), "-g", "daemon off;"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -366,3 +366,77 @@ def test_stub_status_survives_reload_and_respawn(ngxws_server):
     finally:
         held.close()
         held2.close()
+
+
+SENT_FORMAT = ("log_format s '$status|$sent_http_content_type|$sent_http_content_length|"
+               "$sent_http_location|$sent_http_last_modified|$sent_http_x_a|$sent_http_server|"
+               "$sent_http_date|$sent_http_connection|$sent_http_keep_alive|"
+               "$sent_http_transfer_encoding';\n"
+               "access_log logs/s.log s;")
+
+SENT_SERVER = """
+    server {
+        listen 127.0.0.1:%s;
+        server_tokens off;
+        keepalive_timeout 65 60;
+        location /r { add_header X-A 1; return 200 "x\\n"; }
+        location /s { add_header Server extra; return 200 "s\\n"; }
+        location /m { return 301 /r; }
+        location /a { return 302 http://e.example/y; }
+        location /e { add_header X-A 2; return 404; }
+        location /f { root html; }
+        location / { return 204; }
+    }
+"""
+
+SENT_REQUESTS = [
+    b"GET /r HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    b"GET /s HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    b"GET /m HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    b"GET /a HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    b"GET /e HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    b"GET /f/t.txt HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    b"HEAD /r HTTP/1.0\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\n\r\nGET /r HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+]
+
+# nginx 1.22's lines for SENT_REQUESTS (the port of the Location replaced by P): the access
+# log sees nginx's own Server and Date nowhere and its keep-alive flag cleared (so
+# "close" and no Keep-Alive even for the kept-alive request)
+SENT_NGINX = [
+    b"200|text/plain|2|-|-|1|-|-|close|-|-",
+    b"200|text/plain|2|-|-|-|extra|-|close|-|-",
+    b"301|text/html|162|http://h:P/r|-|-|-|-|close|-|-",
+    b"302|text/html|138|http://e.example/y|-|-|-|-|close|-|-",
+    b"404|text/html|146|-|-|-|-|-|close|-|-",
+    b"200|text/plain|6|-|Thu, 26 Nov 2026 00:00:00 GMT|-|-|-|close|-|-",
+    b"200|text/plain|2|-|-|1|-|-|close|-|-",
+    b"204|-|-|-|-|-|-|-|close|-|-",
+    b"200|text/plain|2|-|-|1|-|-|close|-|-",
+]
+
+_PORT = re.compile(rb"(http://h:)\d+/")
+
+
+def _static_file(prefix):
+    # the same file, with the same mtime, under each server's prefix
+    path = os.path.join(str(prefix), "html", "f")
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "t.txt"), "w") as f:
+        f.write("hello\n")
+    os.utime(os.path.join(path, "t.txt"), (1795651200, 1795651200))     # 2026-11-26 00:00 GMT
+
+
+def test_sent_http_variables_match_nginx(ngxws_server, tmp_path):
+    srv = ngxws_server(http=SENT_SERVER % 0, http_main=SENT_FORMAT)
+    _static_file(srv.prefix)
+    lines = drive(srv.port(), os.path.join(srv.prefix, "logs", "s.log"), SENT_REQUESTS,
+                  len(SENT_NGINX))
+    lines = [_PORT.sub(rb"\1P/", line) for line in lines]
+    if shutil.which("nginx"):
+        _static_file(tmp_path / "nginx")
+        # (workers as root, as ngxws's here: the file is under the test's private temp dir)
+        theirs = run_nginx(tmp_path, SENT_FORMAT, SENT_SERVER, SENT_REQUESTS, len(SENT_NGINX), "s.log",
+                           main="user root;")
+        assert [_PORT.sub(rb"\1P/", line) for line in theirs] == SENT_NGINX
+    assert lines == SENT_NGINX

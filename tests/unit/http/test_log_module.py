@@ -14,6 +14,8 @@ from hypothesis import given, strategies as st
 
 from ngxws.core.directives import UNSET, ConfigError, Slot
 from ngxws.http import log_module, variables
+from ngxws.http.core_module import ServerConf
+from ngxws.http.parser import Head
 from ngxws.http.log_module import (COMBINED, LogBuffer, LogFormat, LogLocConf, escape_default, escape_json,
                                    log_request)
 
@@ -53,10 +55,14 @@ class FakeRequest:
         self.status = 200
         self.bytes_sent = 168
         self.body_bytes_sent = 20
-        self.request_length = 124
+        self.head = Head()
+        self.head.length = 124
         self.start_time = 1795643967.889
         self.conf = None
         self.__dict__.update(kw)
+        # the request line as read, as the parsers keep it in the Head
+        self.head.request_line = "%s %s HTTP/%s" % (self.method, self.target,
+                                                    self.http_version.decode())
         # the location: log_request asks it for the log module's conf once
         self.loc = SimpleNamespace(access_log=UNSET, module_conf=self.loc_conf)
 
@@ -125,9 +131,7 @@ def test_found_but_empty_is_not_a_dash():
 
 
 def test_config_text_is_utf8_wire_text_is_bytes():
-    class Srv:
-        server_name = "b\u00fccher.test"
-    r = FakeRequest(srv_conf=Srv())
+    r = FakeRequest(srv_conf=ServerConf(names=["b\u00fccher.test"]))
     assert LogFormat("x", "\u00e9 $server_name").render(r) == b"\xc3\xa9 b\\xC3\\xBCcher.test\n"
 
 

@@ -10,6 +10,9 @@ from hypothesis import given, strategies as st
 from ngxws import __version__
 from ngxws.core.directives import ConfigError
 from ngxws.http import variables
+from ngxws.http.core_module import ServerConf
+from ngxws.http.parser import Head
+from ngxws.http.request import Request
 from ngxws.http.variables import VARIABLES, compile_complex, get_variable
 
 
@@ -21,12 +24,21 @@ class FakeConn:
         self.requests = requests
 
 
-class FakeSrv:
-    server_name = "example.test"
+def srv(*names):
+    return ServerConf(names=list(names))
+
+
+#: a response head as http/handler.py writes it
+RESPONSE_HEAD = (b"HTTP/1.1 200 OK\r\nServer: ngxws/0.1.0\r\nDate: Wed, 25 Nov 2026 21:59:27 GMT\r\n"
+                 b"Content-Type: text/plain\r\nContent-Length: 20\r\nConnection: keep-alive\r\n"
+                 b"X-A: 1\r\nServer: extra\r\n\r\n")
 
 
 class FakeRequest:
-    """The attributes docs/internals.md gives a Request, bytes where h11 gives bytes."""
+    """The attributes docs/internals.md gives a Request, bytes where h11 gives bytes (the
+    attributes are Request's: tests/unit/test_fakes.py checks)."""
+
+    response_headers = Request.response_headers
 
     def __init__(self, **kw):
         self.method = b"GET"
@@ -37,13 +49,15 @@ class FakeRequest:
         self.headers = [(b"host", b"127.0.0.1:55237"), (b"user-agent", b"curl/7.88.1"),
                         (b"accept", b"*/*")]
         self.conn = FakeConn()
-        self.srv_conf = FakeSrv()
+        self.srv_conf = srv("example.test")
         self.status = 200
         self.bytes_sent = 168
         self.body_bytes_sent = 20
-        self.request_length = 124
+        self.head = Head()
+        self.head.request_line = "GET /r?x=1&b=2 HTTP/1.1"
+        self.head.length = 124
         self.start_time = 1795643967.889
-        self.response_headers = [(b"Content-Type", b"text/plain"), (b"Content-Length", b"20")]
+        self.response_head = RESPONSE_HEAD
         self.__dict__.update(kw)
 
 
@@ -170,9 +184,7 @@ def test_host(host, expected):
 
 
 def test_server_name_first_of_a_list():
-    class Srv:
-        server_name = ["a.test", "b.test"]
-    assert v("server_name", FakeRequest(srv_conf=Srv())) == "a.test"
+    assert v("server_name", FakeRequest(srv_conf=srv("a.test", "b.test"))) == "a.test"
 
 
 def test_remote_user_from_basic_auth():
@@ -211,7 +223,19 @@ def test_cookie_and_arg_lookup():
 def test_sent_http():
     r = FakeRequest()
     assert v("sent_http_content_length", r) == "20"
+    assert v("sent_http_Content_Type", r) == "text/plain"
+    assert v("sent_http_x_a", r) == "1"
     assert v("sent_http_location", r) is None
+    # nginx's own Server and Date are not among the headers the variables search; an
+    # add_header's Server is
+    assert v("sent_http_server", r) == "extra"
+    assert v("sent_http_date", r) is None
+    # Connection and Keep-Alive as nginx's access log has them: the keep-alive flag is
+    # cleared by then, so "close" and not found; "upgrade" after a 101
+    assert v("sent_http_connection", r) == "close" and v("sent_http_keep_alive", r) is None
+    assert v("sent_http_connection", FakeRequest(status=101)) == "upgrade"
+    # before a response: nothing sent
+    assert v("sent_http_content_type", FakeRequest(response_head=None)) is None
 
 
 # -- complex values ----------------------------------------------------------------
@@ -240,11 +264,10 @@ def test_captures():
 
 
 def test_head_fallbacks():
-    class Head:
-        request_line = "GET /x HTTP/1.0"
-        length = 40
-    r = FakeRequest(head=Head(), body=b"abc")
-    del r.request_length
+    head = Head()
+    head.request_line = "GET /x HTTP/1.0"
+    head.length = 40
+    r = FakeRequest(head=head, body=b"abc")
     assert v("request", r) == "GET /x HTTP/1.0"
     assert v("request_length", r) == "43"
 
@@ -278,9 +301,7 @@ def test_any_text_compiles_or_config_error(s):
 
 
 def test_values_are_one_byte_per_character():
-    class Srv:
-        server_name = "b\u00fccher.test"
-    r = FakeRequest(srv_conf=Srv(), headers=[(b"x-a", b"\xc3\xa9")])
+    r = FakeRequest(srv_conf=srv("b\u00fccher.test"), headers=[(b"x-a", b"\xc3\xa9")])
     out = compile_complex("\u00e9 $server_name $http_x_a")(r)
     assert out.encode("latin-1") == b"\xc3\xa9 b\xc3\xbccher.test \xc3\xa9"
 
@@ -288,11 +309,11 @@ def test_values_are_one_byte_per_character():
 # the cases below were read off nginx 1.22 with a '$request|$status|...' format
 
 def test_absolute_form_target():
-    class Head:
-        host = "abs.example"
-        request_line = "GET http://abs.example/r?z=1 HTTP/1.1"
-        length = 69
-    r = FakeRequest(target=b"http://abs.example/r?z=1", args=b"z=1", head=Head(),
+    head = Head()
+    head.host = "abs.example"
+    head.request_line = "GET http://abs.example/r?z=1 HTTP/1.1"
+    head.length = 69
+    r = FakeRequest(target=b"http://abs.example/r?z=1", args=b"z=1", head=head,
                     headers=[(b"host", b"h")])
     assert v("request_uri", r) == "/r?z=1"
     assert v("host", r) == "abs.example"
