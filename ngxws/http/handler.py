@@ -152,6 +152,12 @@ class HttpConnection:
         #: the server's own route for whole requests (ServerConf.direct), tried first
         self.direct = self.srv.direct if self.one_server else None
 
+    def current_loc(self):
+        """The LocationConf whose timeouts apply now: the request's, else (no request, or one
+        the server's direct route ran without a Request) the server level's."""
+        r = self.request
+        return r.loc if r is not None else self.srv.loc
+
     def set_deadline(self, ms):
         """Move the read timeout; costs a timer operation only when it comes earlier."""
         loop = self.loop
@@ -741,7 +747,7 @@ class HttpConnection:
         conn = self.conn
         conn.log.action = "sending response to client"
         self.loop.update(conn, conn.read.active, True)
-        self.loop.add_timer(conn.write, self.request.loc.send_timeout if self.request else 60000)
+        self.loop.add_timer(conn.write, self.current_loc().send_timeout)
 
     def write_error(self, e):
         conn = self.conn
@@ -807,7 +813,7 @@ class HttpConnection:
             return
         if not self.flush():
             if not conn.closed:
-                self.loop.add_timer(ev, self.request.loc.send_timeout if self.request else 60000)
+                self.loop.add_timer(ev, self.current_loc().send_timeout)
             return
         if ev.timer_set:
             self.loop.del_timer(ev)
@@ -901,7 +907,7 @@ class HttpConnection:
         if self.loop.now_ms >= self.lingering_deadline:
             self.close()
             return
-        self.set_deadline(min(self.request.loc.lingering_timeout if self.request else 5000,
+        self.set_deadline(min(self.current_loc().lingering_timeout,
                               self.lingering_deadline - self.loop.now_ms))
 
     def close(self):

@@ -2,9 +2,11 @@
 
 Theory of operation
 -------------------
-``HttpParser._parse`` (http/request.py) hands every complete head here first,
-and ``HttpConnection.whole_request`` (http/handler.py) a head that came whole
-in one read with its body.
+``HttpParser._parse`` (http/request.py) hands every complete head here first;
+``HttpConnection.whole_request`` (http/handler.py) and the push port's direct
+route (websocket/push.py) a head that came whole in one read with its body.
+So a head is parsed by this one function whichever lane it takes, and the
+lanes differ only in what they do with the ``Head``.
 ``parse_head`` either returns the very ``Head`` record the h11 path would have
 returned for it, or None, and then the head goes down the h11 path unchanged.
 It never raises: every refusal, with its status, message and log wording,

@@ -27,8 +27,10 @@ above the root.
 
 Bodies: Content-Length bodies are cut from the buffer here; chunked bodies
 are decoded by the head's h11 connection (bad chunk sizes are its to find),
-and the bytes it holds past the last chunk come back to this buffer.  Only
-this module imports h11 (docs: DESIGN.md "HTTP parsing and its cost").
+and the bytes it holds past the last chunk come back to this buffer.  Of the
+server side, only this module uses h11 (DESIGN.md "HTTP parsing and its
+cost"), and only its public API; http/client.py, the upstream client, uses it
+for the backends' responses.
 """
 
 import re

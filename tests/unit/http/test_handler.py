@@ -278,3 +278,17 @@ def test_whole_request_lane_keeps_the_buffer_unused(harness, monkeypatch):
         c.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n%02d" % i)
         assert h.read(c, lambda b: b.endswith(b"%02d" % i)).startswith(b"HTTP/1.1 200 OK")
     assert fed == [] and conn.requests == 3 and not conn.closed
+
+
+def test_timeouts_without_a_request_come_from_the_server_conf(harness):
+    # a write that waits with no Request (the direct route's answer, say) and the lingering
+    # bound take the server level's send_timeout and lingering_timeout, not a literal
+    h = harness({"/echo": echo}, send_timeout=1234, lingering_timeout=4321)
+    c, conn = h.connect()
+    hc = conn.data
+    assert hc.request is None and hc.current_loc() is hc.srv.loc
+    hc.wait_write()
+    assert conn.write.timer_set and conn.write.deadline == h.loop.now_ms + 1234
+    hc.lingering_deadline = h.loop.now_ms + 60000
+    hc.linger_read()
+    assert hc.deadline == h.loop.now_ms + 4321
