@@ -40,7 +40,7 @@ from .. import NGINX_VER
 from . import stub_status
 from .errors import CLOSE_WITHOUT_RESPONSE, KEEPALIVE_BREAKING, error_page, \
     status_line
-from .locations import PLAIN_HOST, normalize_host
+from .locations import normalize_host, plain_host
 from .parser import Head, parse_head
 from .request import ERROR, HttpError, HttpParser, Request
 from .static import static_handler
@@ -53,7 +53,6 @@ __all__ = ["init_connection", "HttpConnection", "http_read_handler", "http_write
 RECV_SIZE = 65536
 
 _stats = stub_status.stats
-_plain_host = PLAIN_HOST.match
 
 _SERVER_ON = b"Server: " + NGINX_VER.encode() + b"\r\n"
 _SERVER_OFF = b"Server: ngxws\r\n"
@@ -365,7 +364,7 @@ class HttpConnection:
         if limit and cl > limit:
             return False
         host = h.host
-        if host and _plain_host(host) is None and normalize_host(host) is None:
+        if host and not plain_host(host) and normalize_host(host) is None:
             return False
         # what HttpParser._parse leaves behind for the next head's error messages
         parser.last_line = h.request_line

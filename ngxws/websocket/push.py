@@ -30,7 +30,7 @@ from urllib.parse import unquote
 from ..http.core_module import LocationConf, build_virtual_server
 from ..http.errors import error_page
 from ..http.handler import head_204, init_connection
-from ..http.locations import PLAIN_HOST
+from ..http.locations import plain_host
 from ..http.parser import parse_head
 from .session import Location
 
@@ -38,7 +38,6 @@ __all__ = ["open_push_ports", "push_handler", "PushConfs", "reply"]
 
 _ALLOW = (b"Allow", b"POST, OPTIONS")
 _OCTET = b"application/octet-stream"
-_plain_host = PLAIN_HOST.match
 
 
 def _host_addresses(family) -> list:
@@ -298,7 +297,7 @@ class _DirectRoute:
             return False
         limit = loc.client_max_body_size
         host = h.host
-        if (limit and size > limit) or (host and _plain_host(host) is None):
+        if (limit and size > limit) or (host and not plain_host(host)):
             return False
         sid = _push_id(auth, "")
         session = self.sessions.get(sid) if sid else None

@@ -291,3 +291,15 @@ def test_wildcard_and_specific_address_share_one_socket(tmp_path):
     # connections to 127.0.0.1 are served by the servers that name it, as in nginx
     assert wild.lookup(Conn(("127.0.0.1", 8080))).default.names == ["lo"]
     assert wild.lookup(Conn(("10.1.2.3", 8080))).default.names == ["any"]
+
+
+def test_plain_host_is_cached_and_bounded():
+    from ngxws.http import locations
+    for host, plain in (("127.0.0.1:9000", True), ("a.b-c.d", True), ("h.", True), ("a..b", False),
+                        ("[::1]:80", False), ("-a", True), ("A.B", True), ("a b", False), ("", False)):
+        for _ in range(2):      # the second answer from the cache
+            assert locations.plain_host(host) is plain, host
+            assert (locations.PLAIN_HOST.match(host) is not None) is plain
+    for i in range(locations._PLAIN_HOSTS_MAX * 2 + 5):
+        assert locations.plain_host("h%d" % i)
+        assert len(locations._PLAIN_HOSTS) <= locations._PLAIN_HOSTS_MAX
