@@ -482,7 +482,11 @@ class HttpConnection:
             self.state = BUSY
             self.after_write = lambda: self.keepalive_wait(loc.keepalive_timeout)
             return
-        self.keepalive_wait(loc.keepalive_timeout)
+        # What keepalive_wait would do, minus what is so already: the hook runs only in the
+        # WAITING state (read_ready), whose read interest and stub_status state ("waiting")
+        # the request changed nothing of; only the keep-alive timeout starts again.
+        self.keepalive = True
+        self.set_deadline(loc.keepalive_timeout)
 
     def keepalive_wait(self, timeout):
         """Wait for the next request on a kept-alive connection (``timeout`` ms, or None:

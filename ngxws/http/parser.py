@@ -181,7 +181,10 @@ def parse_head(head, large_size):
         name, _, value = line.partition(b":")
         headers.append((name.lower(), value.strip(b" \t\r")))
     fields = dict(headers)
-    line, method, target_b, minor = m.groups()
+    # the request line is ASCII (the pattern says so): one decode, then its three parts
+    line = m.group(1).decode("latin-1")
+    method, target, version = line.split(" ")
+    http_11 = version[-1] == "1"
 
     h = Head()
     if len(fields) < len(headers):
@@ -214,12 +217,11 @@ def parse_head(head, large_size):
     value = fields.get(b"host")
     if value is not None:
         host = value.decode("latin-1")
-    elif minor == b"1":
+    elif http_11:
         return None
     else:
         host = ""
 
-    target = target_b.decode("latin-1")
     h.target = target
     if target[0] != "/":
         parts = split_absolute(target)
@@ -242,15 +244,15 @@ def parse_head(head, large_size):
         uri = path
     h.path = path
     h.uri = uri
-    h.method = method.decode("ascii")
+    h.method = method
     h.length = len(head)
-    h.request_line = line[:REQUEST_LINE_LOG_SIZE].decode("latin-1")
+    h.request_line = line if len(line) <= REQUEST_LINE_LOG_SIZE else line[:REQUEST_LINE_LOG_SIZE]
     h.headers = headers
     h.host = host
     connection = fields.get(b"connection")
     if connection is not None:
         connection = connection.lower()
-    if minor == b"1":
+    if http_11:
         if connection is not None:
             h.keep_alive = keep_alive(True, connection)
     else:

@@ -280,16 +280,17 @@ class _DirectRoute:
         end = data.find(b"\r\n\r\n") + 4
         if end == 3 or data[:5] != b"POST ":
             return False
-        h = parse_head(data[:end] if end < len(data) else data, hc.parser.large_size)
+        size = len(data)
+        h = parse_head(data[:end] if end < size else data, hc.parser.large_size)
         if h is None:
             return False
         loc = self.routes.get(h.target)
         if loc is None:
             return False
-        size = h.content_length
+        length = h.content_length
         auth = h.authorization
-        if (size is None or auth is None or not h.keep_alive or h.expect_continue
-                or len(data) - end != size):
+        if (length is None or auth is None or not h.keep_alive or h.expect_continue
+                or size - end != length):
             return False
         conn = hc.conn
         if (conn.close_requested or conn.requests + 1 >= loc.keepalive_requests
@@ -297,7 +298,7 @@ class _DirectRoute:
             return False
         limit = loc.client_max_body_size
         host = h.host
-        if (limit and size > limit) or (host and not plain_host(host)):
+        if (limit and length > limit) or (host and not plain_host(host)):
             return False
         sid = _push_id(auth, "")
         session = self.sessions.get(sid) if sid else None

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from ngxws.core.connection import ConnectionPool
 from ngxws.core.log import DEBUG, INFO, ErrorLog
 from ngxws.http.core_module import LocationConf
-from ngxws.http.stub_status import REQUESTS, stats
+from ngxws.http.stub_status import ACTIVE, REQUESTS, stats
 from ngxws.websocket.module import WebSocketLocConf, WebSocketModule
 from ngxws.websocket.push import PushConfs, _install_direct_route, push_handler
 from ngxws.websocket.session import Location, Session
@@ -130,7 +130,7 @@ def exchange(lane, raws, keepalive_requests=1000):
     port = PushPort(lane, keepalive_requests)
     try:
         c, conn = port.connect()
-        before = stats.totals()[REQUESTS]
+        before = stats.totals()
         answers = []
         for raw in raws:
             if answers and answers[-1].endswith(b"<EOF>"):
@@ -139,7 +139,12 @@ def exchange(lane, raws, keepalive_requests=1000):
             answers.append(_answer(port.http, c))
         exchange.handled = port.handled
         exchange.routed = port.routed
-        return answers, port.client_bytes(), stats.totals()[REQUESTS] - before, conn.requests
+        # requests counted, and the connection's stub_status state (active, reading, writing,
+        # waiting) now, as each lane left it
+        after = stats.totals()
+        counts = (after[REQUESTS] - before[REQUESTS],) + tuple(
+            a - b for a, b in zip(after[ACTIVE:], before[ACTIVE:]))
+        return answers, port.client_bytes(), counts, conn.requests
     finally:
         port.close()
 
@@ -263,7 +268,9 @@ def test_generated_heads_reach_the_route():
 
 def test_direct_route_runs_the_common_push():
     answers, frames, counted, requests = exchange("direct", [CASES["text"], CASES["binary"]])
-    assert exchange.handled == [] and exchange.routed == 2 and counted == 2 and requests == 2
+    assert exchange.handled == [] and exchange.routed == 2 and requests == 2
+    # two requests counted; the connection is active and waiting for the next
+    assert counted == (2, 0, 0, 0, 0)
     assert all(a.startswith(b"HTTP/1.1 204 No Content\r\n") for a in answers)
     assert b"Connection: keep-alive\r\n" in answers[1]
     assert frames.endswith(b"\x81\x05hello\x82\x02\xff\x00")
