@@ -88,6 +88,9 @@ class LocationConf:
     locations: object = None
     #: this location's access log conf, cached by log_module.log_request on first use
     access_log: object = UNSET
+    #: (Date line, head) of this location's keep-alive 204, cached by http/handler.py's
+    #: head_204 until the Date changes
+    head_204: object = None
     file: str = ""
     line: int = 0
 

@@ -64,24 +64,27 @@ _ADD_HEADER_STATUSES = frozenset((200, 201, 204, 206, 301, 302, 303, 304, 307, 3
 
 
 class _DateCache:
-    __slots__ = ("sec", "value")
+    __slots__ = ("next", "value")
 
     def __init__(self):
-        self.sec = -1
+        #: when the line goes stale: the next second of the wall clock
+        self.next = 0.0
         self.value = b""
 
     def get(self):
-        now = int(time.time())
-        if now != self.sec:
-            self.sec = now
-            self.value = b"Date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
+        now = time.time()
+        if now >= self.next or now < self.next - 1.0:     # (or the clock went back)
+            sec = int(now)
+            self.next = sec + 1.0
+            self.value = b"Date: " + formatdate(sec, usegmt=True).encode() + b"\r\n"
         return self.value
 
 
 _date = _DateCache()
 
-#: (server_tokens, keepalive_header or -1 for "Connection: close") -> (Date line, head)
-_HEADS_204 = {}
+#: server_tokens -> (Date line, head) of a 204 with "Connection: close" (the keep-alive one is
+#: cached on its location)
+_HEADS_204_CLOSE = {}
 
 
 def _connection_lines(parts, loc, keep_alive):
@@ -96,16 +99,18 @@ def _connection_lines(parts, loc, keep_alive):
 def head_204(loc, keep_alive):
     """The head of a 204 without extra headers (a push's answer) for ``loc``: the same bytes
     until the Date changes.  Nothing in it depends on the request but keep-alive."""
-    key = (loc.server_tokens, loc.keepalive_header if keep_alive else -1)
     date = _date.get()
-    hit = _HEADS_204.get(key)
+    hit = loc.head_204 if keep_alive else _HEADS_204_CLOSE.get(loc.server_tokens)
     if hit is not None and hit[0] is date:
         return hit[1]
     parts = [status_line(204), _SERVER_ON if loc.server_tokens else _SERVER_OFF, date]
     _connection_lines(parts, loc, keep_alive)
     parts.append(b"\r\n")
     data = b"".join(parts)
-    _HEADS_204[key] = (date, data)
+    if keep_alive:
+        loc.head_204 = (date, data)
+    else:
+        _HEADS_204_CLOSE[loc.server_tokens] = (date, data)
     return data
 
 

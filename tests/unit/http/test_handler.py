@@ -292,3 +292,24 @@ def test_timeouts_without_a_request_come_from_the_server_conf(harness):
     hc.lingering_deadline = h.loop.now_ms + 60000
     hc.linger_read()
     assert hc.deadline == h.loop.now_ms + 4321
+
+
+def test_date_line_and_204_head_follow_the_clock(monkeypatch):
+    import time as time_module
+
+    from ngxws.http import handler
+    from ngxws.http.core_module import build_virtual_server
+    loc = build_virtual_server({"/": echo}).wildcard.default.locations.find("/")[0]
+    now = [1795651200.25]           # 2026-11-26 00:00:00 GMT
+    monkeypatch.setattr(time_module, "time", lambda: now[0])
+    monkeypatch.setattr(handler, "_date", handler._DateCache())
+    first = handler.head_204(loc, True)
+    assert b"\r\nDate: Thu, 26 Nov 2026 00:00:00 GMT\r\n" in first and b"keep-alive" in first
+    now[0] += 0.7                   # the same second: the same bytes, from the location's cache
+    assert handler.head_204(loc, True) is first
+    now[0] += 0.1                   # the next second
+    assert b"Date: Thu, 26 Nov 2026 00:00:01 GMT" in handler.head_204(loc, True)
+    now[0] -= 3600                  # the clock went back: the line follows it
+    assert b"Date: Wed, 25 Nov 2026 23:00:01 GMT" in handler.head_204(loc, True)
+    closing = handler.head_204(loc, False)
+    assert b"Connection: close\r\n" in closing and b"23:00:01 GMT" in closing
