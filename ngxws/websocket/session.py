@@ -44,13 +44,9 @@ import socket
 from wsproto.connection import Connection as WsConnection, ConnectionState, ConnectionType
 from wsproto.events import (BytesMessage, CloseConnection, Ping, Pong, TextMessage)
 
+from ..http.stub_status import stats as _stats
 from . import frames, keepalive
 from .handshake import FrameLimit
-
-try:
-    from ..http.stub_status import stats as _stats
-except ImportError:     # pragma: no cover - stub_status is optional
-    _stats = None
 
 #: how long we wait for the peer's Close after sending ours
 CLOSE_TIMEOUT = 5000
@@ -547,8 +543,7 @@ class Session:
         self.queued = 0
         conn = self.conn
         if not conn.closed:
-            if _stats is not None:
-                _stats.set_state(conn, None)
+            _stats.set_state(conn, None)
             conn.close()
 
     def abort(self) -> None:
