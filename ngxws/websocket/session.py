@@ -198,10 +198,8 @@ class Session:
         if ws.state is not _OPEN:
             return
         if self.held is _WSPROTO:
-            # Connection.send() would build a TextMessage/BytesMessage only to take it apart
-            # again (half the cost of a small send); the frame layer it calls is the same, and
-            # test_session checks that both give the same bytes.
-            self._queue(ws._proto.send_data(data, True))
+            self._queue(ws.send(TextMessage(data=data) if type(data) is str
+                                else BytesMessage(data=data)))
         elif type(data) is str:
             self._queue(frames.frame_text(data.encode("utf-8")))
         else:

@@ -385,9 +385,3 @@ def test_split_anywhere(messages, cuts):
     h.spin()
 
 
-def test_direct_send_matches_wsproto_send():
-    # session.send_message() calls wsproto's frame layer directly; it must stay byte-identical
-    ws = Connection(ConnectionType.SERVER)
-    for data in ("text é", b"\x00bin", "x" * 70000, b""):
-        event = TextMessage(data) if isinstance(data, str) else BytesMessage(data)
-        assert ws._proto.send_data(data, True) == ws.send(event)
