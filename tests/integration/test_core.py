@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from .conftest import ROOT, children_of, make_conf, pid_alive, wait_for
+from tests.helpers.server import ROOT, children_of, make_conf, pid_alive, wait_for
 
 HELLO = 'server { listen 127.0.0.1:0; location / { return 200 "hello\\n"; } }'
 

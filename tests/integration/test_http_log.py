@@ -15,18 +15,7 @@ import time
 
 import pytest
 
-
-
-def wait_for(cond, timeout=10.0, interval=0.01, what="condition"):
-    """Poll ``cond()`` until it is true or ``timeout`` passes (as conftest's)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
-        time.sleep(interval)
+from tests.helpers.server import wait_for
 
 # server_tokens off: nginx's error pages then have the same length as ngxws's
 LOG_SERVER = """

@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 import websocket  # websocket-client
 
-from .conftest import ROOT, make_conf, wait_for
+from tests.helpers.server import ROOT, make_conf, wait_for
 
 try:
     import ngxws.websocket.module  # noqa: F401

@@ -16,7 +16,7 @@ import websocket  # websocket-client
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 
-from .conftest import wait_for
+from tests.helpers.server import wait_for
 
 URL_RX = re.compile(r"^http://([A-Za-z0-9_-]{22,})@(127\.0\.0\.1|\[::1\]):(\d+)(/\S*)$")
 

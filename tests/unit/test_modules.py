@@ -7,8 +7,7 @@ import sys
 import pytest
 
 from ngxws.modules import MODULES
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.helpers.server import ROOT
 
 # Loaded by `site` at interpreter start (it is first on PYTHONPATH): makes the module named in
 # NGXWS_BROKEN_MODULE raise ImportError, as a syntax slip or a missing dependency would.

@@ -12,7 +12,7 @@ from wsproto.frame_protocol import CloseReason
 from ngxws.websocket import frames
 from ngxws.websocket.session import REGISTRY
 
-from .test_session import Harness
+from tests.helpers.session import Harness
 
 
 def mask(payload: bytes, key: bytes) -> bytes:
