@@ -6,11 +6,13 @@ A Session owns its Connection once the HTTP module has handed the socket over. F
 parsed and built by wsproto's `Connection` (server side, no HTTP: the handshake is ours), fed
 with whatever bytes arrived together with the request head.
 
-Writes never go to the socket directly. Every outgoing frame is appended to a chunk queue and
-the connection's write event is *posted*, so that all frames produced during one loop iteration
-(an echo, ten pushes, a pong) leave in one `send()` at the end of that iteration. If the kernel
-takes only part, EVENT_WRITE is enabled until the queue drains, and disabled again then: an idle
-or up-to-date client has no write interest at all.
+Outgoing frames are appended to a chunk queue, and the first one of an empty queue *posts* the
+connection's write event, so that all frames produced during one loop iteration (an echo, ten
+pushes, a pong) leave in one `send()` at the end of that iteration. Two writes go to the socket
+at once instead: a push to a client with nothing queued (`push()`: the frame reaches the client
+before the backend gets its 204, still one send), and the 1001 close of a worker's exit
+(`shutdown()`). If the kernel takes only part, EVENT_WRITE is enabled until the queue drains, and
+disabled again then: an idle or up-to-date client has no write interest at all.
 
 `queued` counts the unsent bytes. A push is refused (or the client closed, by policy) while
 `queued` is over `websocket_send_buffer`, so a client is never more than one message over the

@@ -518,6 +518,20 @@ def test_round_trips_through_a_backend_that_writes_head_and_body_apart(ngxws_ser
     ws.close()
 
 
+def test_client_ping_is_answered_and_forwarded(ngxws_server, backends):
+    b = backends()
+    srv = gateway(ngxws_server, b.port)
+    ws, push_url = connect(srv.port())
+    assert ws.recv() == "welcome alice"
+    ws.ping("are you there")
+    opcode, data = ws.recv_data(control_frame=True)
+    assert (opcode, data) == (websocket.ABNF.OPCODE_PONG, b"are you there"), "ngxws answers it"
+    cid = push_url.split("//")[1].split("@")[0]
+    wait_for(lambda: any(s[1] == cid and ["PING", "are you there"] in s[4] for s in b.seen()), 10,
+             what="PING at the backend")
+    ws.close()
+
+
 @needs_websocket
 def test_quit_tells_the_backend(ngxws_server, backends):
     b = backends()
