@@ -1,7 +1,6 @@
 """The ngxws command line: nginx's flags, nginx's messages."""
 
 import os
-import signal
 import sys
 
 from . import NGINX_VER
@@ -211,7 +210,7 @@ def daemonize(keep_stderr):
 
 
 def run(prefix, conf_file, opts, modules, Cycle, ConfigError):
-    from .core.log import ErrorLog, LogFile, StderrFile, ERROR, NOTICE
+    from .core.log import ErrorLog, LogFile, StderrFile, NOTICE
     from .core.master import Master
     from .core.worker import worker_process_cycle
 

@@ -20,7 +20,6 @@ bounds the wait; when it fires, modules close what they hold (WebSockets with
 
 import gc
 import ipaddress
-import os
 import signal
 import socket
 

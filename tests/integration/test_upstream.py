@@ -7,7 +7,6 @@ import select
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
@@ -560,7 +559,7 @@ class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 srv = UnixServer(%r, Handler)
 srv.server_address = ("unix", 0)""" % path)
-    b = backends(script)
+    backends(script)
     srv = ngxws_server(http="""
     server {
         listen 127.0.0.1:0;

@@ -11,7 +11,6 @@ import socket
 import threading
 import time
 
-import pytest
 import websocket  # websocket-client
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage

@@ -1,5 +1,4 @@
 import http.server
-import os
 import socket
 import socketserver
 import threading
@@ -11,6 +10,8 @@ from ngxws.core.connection import ConnectionPool
 from ngxws.core.log import DEBUG, ErrorLog
 from ngxws.core.loop import Event, EventLoop
 from ngxws.http.client import HttpClient, URLError, parse_url
+
+from ..core.fakes import MemorySink
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -449,7 +450,6 @@ import h11  # noqa: E402
 from hypothesis import HealthCheck, example, given, settings, strategies as st  # noqa: E402
 
 from ngxws.http.client import FALLBACK, MAX_HEAD_SIZE, parse_head  # noqa: E402
-from ..core.fakes import MemorySink
 
 
 def h11_parse(data):
