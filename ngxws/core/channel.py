@@ -7,6 +7,9 @@ channel is gone (see master.py).
 
 The worker's exit status is the other way back: EXIT_BOOT_FAILED means the
 worker could not start at all, and the master stops instead of respawning it.
+
+This module stays sans-IO (tests/unit/test_layering.py): the socketpair and its
+reads and writes belong to master.py and worker.py.
 """
 
 #: quit gracefully: close listeners, let requests finish, close WebSocket clients with 1001
