@@ -1,7 +1,7 @@
 """The Python cost of one push or one echo: the worker's own handlers, no system call.
 
     python -m bench.micro push [--n 100000] [--route direct|http] [--profile]
-    python -m bench.micro echo [--n 100000] [--profile]
+    python -m bench.micro echo [--n 100000] [--deflate] [--profile]
 
 What the suite's "server µs per push" cannot show apart: how much of it is ngxws's Python and
 how much the kernel (recv, two sends, epoll_wait; on loopback a send also runs the receiver's
@@ -12,7 +12,9 @@ a push server built as the websocket module builds its own (with its direct rout
 (Host, Basic-auth Authorization, 64-byte body). It checks that every push was answered and
 every frame written. Numbers are per operation, from a warm process: a worker that sleeps
 between pushes runs the same code with cold caches, two to three times slower.
-``--profile`` prints cProfile's top functions after the timed run.
+``--deflate`` runs the echo with permessage-deflate negotiated (no context takeover, as ngxws
+answers), so that every frame goes through wsproto instead of frames.py. ``--profile`` prints
+cProfile's top functions after the timed run.
 """
 from __future__ import annotations
 
@@ -79,7 +81,8 @@ class _Selector:
         return []
 
 
-def build(route: str):
+def build(route: str, extensions=None):
+    """`extensions`: None, or a function that returns each subscriber's wsproto extensions."""
     log = ErrorLog([(_Sink(), NOTICE)])
     loop = EventLoop(log, selector=_Selector())
     pool = ConnectionPool(loop, log, 10000)
@@ -98,7 +101,7 @@ def build(route: str):
     for i in range(SUBSCRIBERS):
         conn = pool.get(_Socket(1000 + i), ("127.0.0.1", 20000 + i), None)
         session = Session(ws_loc)
-        session.attach(conn, b"", b"", None)
+        session.attach(conn, b"", b"", extensions() if extensions is not None else None)
         subscribers.append(session)
     listening = SimpleNamespace(servers=servers, addr_text="127.0.0.1:9000")
     backend = pool.get(_Socket(5), ("127.0.0.1", 30000), listening)
@@ -129,12 +132,30 @@ def push_ops(route: str):
     return run, check
 
 
-def echo_ops():
+def echo_ops(deflate: bool = False):
     from wsproto.connection import Connection, ConnectionType
     from wsproto.events import TextMessage
-    loop, subscribers, _ = build("direct")
-    client = Connection(ConnectionType.CLIENT)
-    frames = [client.send(TextMessage(data="m%030d" % i)) for i in range(SUBSCRIBERS)]
+    messages = ["m%030d" % i for i in range(SUBSCRIBERS)]
+    if deflate:
+        from wsproto.extensions import PerMessageDeflate
+        from ngxws.websocket.handshake import negotiate_deflate
+        offer = [(b"sec-websocket-extensions", b"permessage-deflate")]
+
+        def extensions():
+            return [negotiate_deflate(offer, 1 << 20)[0]]
+
+        client_ext = PerMessageDeflate()
+        client_ext.finalize(negotiate_deflate(offer, 1 << 20)[1].decode())
+        client = Connection(ConnectionType.CLIENT, [client_ext])
+        # no context takeover: each message compresses alone, to the same bytes every time
+        server = Connection(ConnectionType.SERVER, extensions())
+        sizes = [len(server.send(TextMessage(data=m))) for m in messages]
+    else:
+        extensions = None
+        client = Connection(ConnectionType.CLIENT)
+        sizes = [33] * SUBSCRIBERS    # 2-byte header + 31-byte text per echo
+    loop, subscribers, _ = build("direct", extensions)
+    frames = [client.send(TextMessage(data=m)) for m in messages]
 
     def run(n):
         for i in range(n):
@@ -145,8 +166,9 @@ def echo_ops():
 
     def check(n):
         echoed = sum(s.conn.sent for s in subscribers)
-        if echoed != n * 33:    # 2-byte header + 31-byte text per echo
-            raise SystemExit("echo: %d bytes echoed, %d expected" % (echoed, n * 33))
+        want = sum(sizes[i % SUBSCRIBERS] for i in range(n))
+        if echoed != want:
+            raise SystemExit("echo: %d bytes echoed, %d expected" % (echoed, want))
     return run, check
 
 
@@ -156,16 +178,21 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=100000, help="operations timed (default 100000)")
     ap.add_argument("--route", choices=("direct", "http"), default="direct",
                     help="push: the push port's direct route (default) or the HTTP path")
+    ap.add_argument("--deflate", action="store_true",
+                    help="echo: with permessage-deflate, every frame through wsproto")
     ap.add_argument("--profile", action="store_true", help="then cProfile another run")
     args = ap.parse_args(argv)
     warm = min(1000, args.n)
-    run, check = push_ops(args.route) if args.what == "push" else echo_ops()
+    run, check = push_ops(args.route) if args.what == "push" else echo_ops(args.deflate)
     run(warm)
     t = time.perf_counter()
     run(args.n)
     elapsed = time.perf_counter() - t
     check(warm + args.n)
-    label = "%s (%s)" % (args.what, args.route) if args.what == "push" else args.what
+    if args.what == "push":
+        label = "push (%s)" % args.route
+    else:
+        label = "echo (deflate)" if args.deflate else "echo"
     print("%s: %.2f us of Python per operation, %d operations" % (label, elapsed / args.n * 1e6,
                                                                    args.n))
     if args.profile:

@@ -1,7 +1,6 @@
 """The ngxws command line: nginx's flags, nginx's messages."""
 
 import os
-import signal
 import sys
 
 from . import NGINX_VER
@@ -211,8 +210,9 @@ def daemonize(keep_stderr):
 
 
 def run(prefix, conf_file, opts, modules, Cycle, ConfigError):
-    from .core.log import ErrorLog, LogFile, StderrFile, ERROR, NOTICE
+    from .core.log import ErrorLog, LogFile, StderrFile, NOTICE
     from .core.master import Master
+    from .core.worker import worker_process_cycle
 
     # The start-up log: -e FILE, else stderr, until the config names its own.
     startup_log = ErrorLog([(StderrFile(), NOTICE)], startup=True)
@@ -263,7 +263,7 @@ def run(prefix, conf_file, opts, modules, Cycle, ConfigError):
         from .core.single import single_process_cycle
         return single_process_cycle(cycle, write_pid, remove_pid)
 
-    master = Master(cycle, build, write_pid, remove_pid)
+    master = Master(cycle, build, write_pid, remove_pid, worker_process_cycle)
     return master.run()
 
 

@@ -12,7 +12,6 @@ refuse a connection.
 """
 
 import multiprocessing
-import os
 
 from .directives import ConfigError, ConfSet, Ctx, Parser, Slot
 from .listening import Listening

@@ -5,10 +5,14 @@ Theory of operation.  The master owns the listening sockets (opened by
 ``sigtimedwait`` with every control signal blocked, so each signal is handled
 in order, in the main flow, with the sender's pid.
 
-Each worker gets a socketpair channel (nginx's ngx_channel): the master
-writes one command byte, ``Q`` (quit gracefully), ``W`` (retire after a
+Each worker gets a socketpair channel (nginx's ngx_channel, channel.py): the
+master writes one command byte, ``Q`` (quit gracefully), ``W`` (retire after a
 reload: stop accepting, keep WebSocket clients), ``T`` (terminate now) or
 ``R`` (reopen logs).  A signal is the fallback when the channel is gone.
+
+The child's side of each fork is the ``worker_process_cycle`` the master is
+given (``__main__`` passes worker.py's): the master and the worker both know
+channel.py, and neither imports the other.
 
 Reload: build the new cycle from the old; on ``ConfigError`` log ``emerg`` and
 change nothing.  On success start the new workers first, then tell the old
@@ -26,15 +30,8 @@ import time
 import traceback
 
 from . import signals
+from .channel import CMD_QUIT, CMD_REOPEN, CMD_RETIRE, CMD_TERMINATE, EXIT_BOOT_FAILED
 from .directives import ConfigError
-
-EXIT_BOOT_FAILED = 3
-
-CMD_QUIT = b"Q"
-#: an old worker after a reload: stop accepting, keep WebSocket clients until they leave
-CMD_RETIRE = b"W"
-CMD_TERMINATE = b"T"
-CMD_REOPEN = b"R"
 
 #: how long a fast stop waits for workers before SIGKILL, seconds
 TERMINATE_GRACE = 5.0
@@ -55,13 +52,15 @@ class Process:
 
 
 class Master:
-    def __init__(self, cycle, build, write_pid, remove_pid):
+    def __init__(self, cycle, build, write_pid, remove_pid, worker_process_cycle):
         self.cycle = cycle
         self.log = cycle.log
         #: build(old) -> new Cycle, raises ConfigError
         self.build = build
         self.write_pid = write_pid
         self.remove_pid = remove_pid
+        #: worker_process_cycle(cycle, slot, channel) -> exit status, run in each forked child
+        self.worker_process_cycle = worker_process_cycle
         self.processes = {}
         self.quitting = False
         self.terminating = False
@@ -84,8 +83,6 @@ class Master:
             self.spawn(cycle, self.free_slot())
 
     def spawn(self, cycle, slot):
-        from .worker import worker_process_cycle
-
         parent, child = socket.socketpair()
         parent.set_inheritable(False)
         pid = os.fork()
@@ -96,7 +93,7 @@ class Master:
                 for p in self.processes.values():
                     p.channel.close()
                 signals.unblock_all()
-                code = worker_process_cycle(cycle, slot, child)
+                code = self.worker_process_cycle(cycle, slot, child)
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else 1
             except BaseException:

@@ -6,8 +6,8 @@ reload needs a master, so HUP is logged and ignored.
 
 import socket
 
+from .channel import EXIT_BOOT_FAILED
 from .worker import Worker
-from .master import EXIT_BOOT_FAILED
 
 
 def single_process_cycle(cycle, write_pid, remove_pid):

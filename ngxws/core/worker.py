@@ -20,15 +20,14 @@ bounds the wait; when it fires, modules close what they hold (WebSockets with
 
 import gc
 import ipaddress
-import os
 import signal
 import socket
 
+from .channel import CMD_QUIT, CMD_REOPEN, CMD_RETIRE, CMD_TERMINATE, EXIT_BOOT_FAILED
 from .connection import Connection, ConnectionPool
 from .core_module import raise_nofile
 from .log import ConnectionLog
 from .loop import Event, EventLoop
-from .master import CMD_QUIT, CMD_REOPEN, CMD_RETIRE, CMD_TERMINATE, EXIT_BOOT_FAILED
 
 
 #: after worker_shutdown_timeout, how long peers get to answer a close before the worker exits, ms

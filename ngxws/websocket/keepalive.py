@@ -28,8 +28,6 @@ worker's exit.
 
 from __future__ import annotations
 
-from wsproto.events import Ping
-
 
 def _next_due(session, now: int) -> int | None:
     loc = session.loc

@@ -6,11 +6,13 @@ A Session owns its Connection once the HTTP module has handed the socket over. F
 parsed and built by wsproto's `Connection` (server side, no HTTP: the handshake is ours), fed
 with whatever bytes arrived together with the request head.
 
-Writes never go to the socket directly. Every outgoing frame is appended to a chunk queue and
-the connection's write event is *posted*, so that all frames produced during one loop iteration
-(an echo, ten pushes, a pong) leave in one `send()` at the end of that iteration. If the kernel
-takes only part, EVENT_WRITE is enabled until the queue drains, and disabled again then: an idle
-or up-to-date client has no write interest at all.
+Outgoing frames are appended to a chunk queue, and the first one of an empty queue *posts* the
+connection's write event, so that all frames produced during one loop iteration (an echo, ten
+pushes, a pong) leave in one `send()` at the end of that iteration. Two writes go to the socket
+at once instead: a push to a client with nothing queued (`push()`: the frame reaches the client
+before the backend gets its 204, still one send), and the 1001 close of a worker's exit
+(`shutdown()`). If the kernel takes only part, EVENT_WRITE is enabled until the queue drains, and
+disabled again then: an idle or up-to-date client has no write interest at all.
 
 `queued` counts the unsent bytes. A push is refused (or the client closed, by policy) while
 `queued` is over `websocket_send_buffer`, so a client is never more than one message over the
@@ -44,13 +46,9 @@ import socket
 from wsproto.connection import Connection as WsConnection, ConnectionState, ConnectionType
 from wsproto.events import (BytesMessage, CloseConnection, Ping, Pong, TextMessage)
 
+from ..http.stub_status import stats as _stats
 from . import frames, keepalive
 from .handshake import FrameLimit
-
-try:
-    from ..http.stub_status import stats as _stats
-except ImportError:     # pragma: no cover - stub_status is optional
-    _stats = None
 
 #: how long we wait for the peer's Close after sending ours
 CLOSE_TIMEOUT = 5000
@@ -203,10 +201,8 @@ class Session:
         if ws.state is not _OPEN:
             return
         if self.held is _WSPROTO:
-            # Connection.send() would build a TextMessage/BytesMessage only to take it apart
-            # again (half the cost of a small send); the frame layer it calls is the same, and
-            # test_session checks that both give the same bytes.
-            self._queue(ws._proto.send_data(data, True))
+            self._queue(ws.send(TextMessage(data=data) if type(data) is str
+                                else BytesMessage(data=data)))
         elif type(data) is str:
             self._queue(frames.frame_text(data.encode("utf-8")))
         else:
@@ -549,8 +545,7 @@ class Session:
         self.queued = 0
         conn = self.conn
         if not conn.closed:
-            if _stats is not None:
-                _stats.set_state(conn, None)
+            _stats.set_state(conn, None)
             conn.close()
 
     def abort(self) -> None:

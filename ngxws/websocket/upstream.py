@@ -60,7 +60,7 @@ from ..http.client import HttpClient, URLError, header_block, parse_url
 from ..http.module import HttpModule
 from ..http.variables import compile_complex
 from . import wsoh
-from .wsoh import BINARY, CLOSE, CONTENT_TYPE_BYTES, DISCONNECT, OPEN, PING, PONG, TEXT, EventsError
+from .wsoh import BINARY, CLOSE, CONTENT_TYPE_BYTES, DISCONNECT, OPEN, PING, TEXT, EventsError
 
 __all__ = ["UpstreamConf", "UpstreamModule", "UpstreamSession", "State", "DIRECTIVES", "create",
            "PUSH_URL_HEADER"]

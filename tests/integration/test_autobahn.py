@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from .conftest import wait_for
+from tests.helpers.server import wait_for
 
 KOSOKU = shutil.which("kosoku")
 GOOD = ("OK", "INFORMATIONAL")

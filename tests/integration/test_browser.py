@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from .conftest import ROOT, wait_for
+from tests.helpers.server import ROOT, wait_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

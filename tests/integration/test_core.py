@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from .conftest import ROOT, children_of, make_conf, pid_alive, wait_for
+from tests.helpers.server import ROOT, children_of, make_conf, pid_alive, wait_for
 
 HELLO = 'server { listen 127.0.0.1:0; location / { return 200 "hello\\n"; } }'
 
@@ -350,7 +350,7 @@ def test_rlimit_nofile_beyond_hard_limit_alerts_and_serves(ngxws_server):
                  % (worker, worker, want))
     # the worker kept the highest limit it may have and serves
     with open("/proc/%d/limits" % worker) as f:
-        line = [l for l in f if l.startswith("Max open files")][0]
+        line = [ln for ln in f if ln.startswith("Max open files")][0]
     assert int(line.split()[3]) == hard
     assert http_get(srv.port()).endswith(b"hello\n")
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .conftest import wait_for
+from tests.helpers.server import wait_for
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "data", "requests")
 
@@ -336,7 +336,7 @@ def test_ipv6_and_virtual_servers(site):
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory):
-    from .conftest import Server, make_conf
+    from tests.helpers.server import Server, make_conf
     prefix = tmp_path_factory.mktemp("fuzz")
     srv = Server(prefix, make_conf(str(prefix), http=SITE.replace("{prefix}", str(prefix))))
     make_site(str(prefix))

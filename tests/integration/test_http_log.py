@@ -15,18 +15,7 @@ import time
 
 import pytest
 
-
-
-def wait_for(cond, timeout=10.0, interval=0.01, what="condition"):
-    """Poll ``cond()`` until it is true or ``timeout`` passes (as conftest's)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
-        time.sleep(interval)
+from tests.helpers.server import wait_for
 
 # server_tokens off: nginx's error pages then have the same length as ngxws's
 LOG_SERVER = """
@@ -222,6 +211,27 @@ def test_buffered_lines_are_written_at_exit(ngxws_server):
     assert read_file(path) == b""          # held in the worker's buffer
     assert srv.stop(signal.SIGQUIT) == 0
     assert read_file(path).count(b"\n") == 1 and b'"GET /r HTTP/1.0" 200' in read_file(path)
+
+
+def test_websocket_request_is_logged_at_the_101(ngxws_server):
+    import websocket  # websocket-client
+
+    srv = ngxws_server(http="server { listen 127.0.0.1:0; location /ws { websocket; } }",
+                       http_main="log_format ws '$status $request_method $uri $bytes_sent';\n"
+                                 "access_log logs/ws.log ws;")
+    path = os.path.join(srv.prefix, "logs", "ws.log")
+    ws = websocket.create_connection("ws://127.0.0.1:%d/ws" % srv.port(), timeout=5)
+    assert ws.recv().startswith("http://")
+    # logged once the connection is handed over, while the WebSocket is open
+    wait_for(lambda: read_file(path).count(b"\n") == 1, 10, what="the 101 line")
+    status, method, uri, sent = read_file(path).split()
+    assert (status, method, uri) == (b"101", b"GET", b"/ws")
+    assert 0 < int(sent) < 300, "the 101 head's bytes, not the messages"
+    ws.send("hello")
+    assert ws.recv() == "hello"
+    ws.close()
+    assert srv.stop(signal.SIGQUIT) == 0
+    assert read_file(path).count(b"\n") == 1, "nothing more is logged when the WebSocket closes"
 
 
 def test_usr1_reopens_a_rotated_log(ngxws_server):

@@ -3,16 +3,16 @@
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
 import websocket  # websocket-client
 
-from .conftest import ROOT, make_conf, wait_for
+from tests.helpers.server import ROOT, make_conf, wait_for
 
 # A test backend: WebSocket-over-HTTP over stdlib http.server, threaded, keep-alive.  It records
 # every request it gets (GET /stats returns them) and answers by path and message text.
@@ -22,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOCK = threading.Lock()
 SEEN = []          # [(path, connection id, meta-user, [(name, content latin-1)])]
+RELEASE = threading.Event()    # set by GET /release: answers to a TEXT "hold" wait for it
 
 
 def parse(body):
@@ -50,6 +51,8 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self):
+        if self.path == "/release":
+            RELEASE.set()
         with LOCK:
             data = json.dumps(SEEN).encode()
         self.answer(200, data, "application/json")
@@ -63,6 +66,8 @@ class Handler(BaseHTTPRequestHandler):
                          {k: self.headers.get(k) for k in ("X-Real-IP", "X-Secret", "X-Empty")}))
         if self.path.startswith("/slow"):
             time.sleep(2)
+        if ("TEXT", b"hold") in events:
+            RELEASE.wait(60)
         out, headers = b"", {}
         for name, content in events:
             if name == "OPEN":
@@ -192,6 +197,11 @@ class Backend:
     def seen(self):
         with urllib.request.urlopen("http://127.0.0.1:%d/stats" % self.port, timeout=5) as r:
             return json.load(r)
+
+    def release(self):
+        """Let the answers to TEXT "hold" go (BACKEND only)."""
+        with urllib.request.urlopen("http://127.0.0.1:%d/release" % self.port, timeout=5) as r:
+            r.read()
 
     def stop(self):
         if self.proc.poll() is None:
@@ -413,15 +423,17 @@ def test_slow_backend_does_not_slow_other_clients(ngxws_server, backends):
     slow, _ = connect(srv.port(), "/slow")   # OPEN itself took 2 s
     assert slow.recv() == "welcome alice"
     echo, _ = connect(srv.port(), "/echo")
-    slow.send("take your time")
-    worst = 0.0
+    slow.send("hold")
+    # the backend has the message and holds its answer until released
+    wait_for(lambda: any(s[0] == "/slow" and ["TEXT", "hold"] in s[4] for s in b.seen()), 10,
+             what="the held request at the backend")
+    # meanwhile the one worker serves its other clients (each recv bounded by the timeout)
     for i in range(50):
-        t = time.monotonic()
         echo.send("e%d" % i)
         assert echo.recv() == "e%d" % i
-        worst = max(worst, time.monotonic() - t)
-    assert worst < 0.25, "an echo took %.3f s while the backend was busy" % worst
-    assert slow.recv() == "echo:take your time"
+    assert select.select([slow.sock], [], [], 0)[0] == [], "the held answer came early"
+    b.release()
+    assert slow.recv() == "echo:hold"
     echo.close()
     slow.close()
 
@@ -466,21 +478,35 @@ def test_gripcontrol_backend(ngxws_server, backends):
     assert close_frame(ws)[0] == 4000
 
 
-def test_round_trip_is_not_held_by_delayed_ack(ngxws_server, backends):
-    # http.server writes the head and the body of an answer in two send()s without TCP_NODELAY:
-    # without quick ACKs on ngxws' side every answer waited ~40 ms for a delayed ACK
+def test_round_trips_through_a_backend_that_writes_head_and_body_apart(ngxws_server, backends):
+    # http.server writes the head and the body of an answer in two send()s without TCP_NODELAY,
+    # on one keep-alive connection: every answer comes back whole and in order. (Without quick
+    # ACKs each took ~40 ms; tests/unit/http/test_client.py checks the TCP_QUICKACK, and
+    # python -m bench.upstream shows the round trip.)
     b = backends()
     srv = gateway(ngxws_server, b.port)
-    ws, _ = connect(srv.port())
+    ws, push_url = connect(srv.port())
     assert ws.recv() == "welcome alice"
-    times = []
     for i in range(21):
-        t = time.monotonic()
         ws.send("r%d" % i)
         assert ws.recv() == "echo:r%d" % i
-        times.append(time.monotonic() - t)
-    times.sort()
-    assert times[10] < 0.02, "median round trip %.1f ms" % (times[10] * 1000)
+    cid = push_url.split("//")[1].split("@")[0]
+    texts = [c for s in b.seen() if s[1] == cid for n, c in s[4] if n == "TEXT"]
+    assert texts == ["r%d" % i for i in range(21)]
+    ws.close()
+
+
+def test_client_ping_is_answered_and_forwarded(ngxws_server, backends):
+    b = backends()
+    srv = gateway(ngxws_server, b.port)
+    ws, push_url = connect(srv.port())
+    assert ws.recv() == "welcome alice"
+    ws.ping("are you there")
+    opcode, data = ws.recv_data(control_frame=True)
+    assert (opcode, data) == (websocket.ABNF.OPCODE_PONG, b"are you there"), "ngxws answers it"
+    cid = push_url.split("//")[1].split("@")[0]
+    wait_for(lambda: any(s[1] == cid and ["PING", "are you there"] in s[4] for s in b.seen()), 10,
+             what="PING at the backend")
     ws.close()
 
 

@@ -10,7 +10,7 @@ sys.path.insert(0, ROOT)
 from bench import micro  # noqa: E402
 
 
-@pytest.mark.parametrize("argv", [["push"], ["push", "--route", "http"], ["echo"]])
+@pytest.mark.parametrize("argv", [["push"], ["push", "--route", "http"], ["echo"], ["echo", "--deflate"]])
 def test_micro_runs_and_checks(argv, capsys):
     assert micro.main(argv + ["--n", "300"]) == 0
     out = capsys.readouterr().out

@@ -14,7 +14,7 @@ import pytest
 
 from ngxws.core.connection import ConnectionPool
 from ngxws.core.listening import ACCEPT_DELAY, ListenError, Listening, accept_handler
-from ngxws.core.loop import Event, EventLoop
+from ngxws.core.loop import EventLoop
 from .fakes import FakeClock, FakeLog
 
 

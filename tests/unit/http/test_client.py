@@ -1,5 +1,4 @@
 import http.server
-import os
 import socket
 import socketserver
 import threading
@@ -11,6 +10,8 @@ from ngxws.core.connection import ConnectionPool
 from ngxws.core.log import DEBUG, ErrorLog
 from ngxws.core.loop import Event, EventLoop
 from ngxws.http.client import HttpClient, URLError, parse_url
+
+from ..core.fakes import MemorySink
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -136,6 +137,33 @@ def test_keepalive_reuses_connection(env, server):
         assert done[0].status == 200 and done[0].response_body == b"%d" % i
     assert len(set(server.peers)) == 1
     assert len(client.idle) == 1
+
+
+def test_quick_acks_after_each_send_and_read(env, server, monkeypatch):
+    # Linux's quick-ACK mode does not stick, so it is asked for again after the request is sent
+    # and after every read: a backend that writes head and body apart without TCP_NODELAY
+    # (http.server) would otherwise wait for our delayed ACK of the head, ~40 ms per answer.
+    from ngxws.http import client as client_mod
+    real = client_mod._quickack
+    calls = []
+
+    def quickack(sock):
+        real(sock)
+        # getsockopt(TCP_QUICKACK) is 1 while the socket is in quick-ACK mode
+        calls.append((sock.fileno(), sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK)))
+
+    monkeypatch.setattr(client_mod, "_quickack", quickack)
+    client = env.client("http://127.0.0.1:%d/" % server.server_address[1], keepalive=4)
+    for i in range(3):
+        done, handler = collect()
+        client.request(b"POST", b"/", [], b"%d" % i, handler)
+        env.run_until(lambda: done)
+        assert done[0].status == 200 and done[0].response_body == b"%d" % i
+    assert calls, "TCP_QUICKACK never set"
+    assert len({fd for fd, _ in calls}) == 1, "one keep-alive connection"
+    assert all(on == 1 for _, on in calls)
+    # one after each request sent, at least one after each answer read
+    assert len(calls) >= 6
 
 
 def test_pool_is_bounded_by_keepalive(env, server):
@@ -422,7 +450,6 @@ import h11  # noqa: E402
 from hypothesis import HealthCheck, example, given, settings, strategies as st  # noqa: E402
 
 from ngxws.http.client import FALLBACK, MAX_HEAD_SIZE, parse_head  # noqa: E402
-from ..core.fakes import MemorySink
 
 
 def h11_parse(data):

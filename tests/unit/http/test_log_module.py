@@ -263,7 +263,7 @@ def test_merge_default_inherit_and_off(cf):
     m = log_module.module
     http, srv, loc, loc2 = (LogLocConf() for _ in range(4))
     m.merge_loc_conf(LogLocConf(), http)     # nginx merges the http level with nothing set
-    assert [l.buffer.path for l in http.logs] == [cf.full_path("logs/access.log")]
+    assert [log.buffer.path for log in http.logs] == [cf.full_path("logs/access.log")]
     assert http.logs[0].format is cf.main.formats["combined"]
     access_log(cf, srv, "off")
     m.merge_loc_conf(http, srv)
@@ -439,13 +439,13 @@ def test_config_through_the_parser(tmp_path):
         assert sorted(cycle.open_files) == [str(tmp_path / "logs" / "a.log"), str(tmp_path / "logs" / "y.log")]
         srv = cycle.confs.get("http", Slot.MAIN).http.servers[0]
         top = srv.loc.confs.get("http_log", Slot.LOC)
-        assert [(l.buffer.size, l.buffer.flush_ms, l.format.name) for l in top.logs] == [(4096, 2000, "short")]
-        locs = {l.name: l for l in [p[2] for p in srv.locations.prefixes] + list(srv.locations.exact.values())}
+        assert [(log.buffer.size, log.buffer.flush_ms, log.format.name) for log in top.logs] == [(4096, 2000, "short")]
+        locs = {loc.name: loc for loc in [p[2] for p in srv.locations.prefixes] + list(srv.locations.exact.values())}
         assert locs["/status"].handler is stub_status_handler
         assert locs["/status"].confs.get("http_log", Slot.LOC).logs == top.logs
         assert locs["/x"].confs.get("http_log", Slot.LOC).off
         y = locs["/y"].confs.get("http_log", Slot.LOC).logs
-        assert [l.format.name for l in y] == ["combined", "short"]
+        assert [log.format.name for log in y] == ["combined", "short"]
         assert y[1].buffer is top.logs[0].buffer
     finally:
         cycle.close()

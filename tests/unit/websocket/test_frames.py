@@ -11,7 +11,7 @@ from wsproto.frame_protocol import CloseReason
 
 from ngxws.websocket import frames
 
-from .test_session import Harness
+from tests.helpers.session import Harness
 
 
 def mask(payload: bytes, key: bytes) -> bytes:

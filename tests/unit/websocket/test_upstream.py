@@ -15,7 +15,7 @@ from ngxws.core.log import DEBUG, ErrorLog
 from ngxws.core.loop import Event, EventLoop
 from ngxws.http.client import parse_url
 from ngxws.websocket import upstream as up, wsoh
-from ngxws.websocket.upstream import UpstreamConf, UpstreamModule, UpstreamSession
+from ngxws.websocket.upstream import UpstreamConf, UpstreamModule
 from ..core.fakes import MemorySink
 
 
