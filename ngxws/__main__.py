@@ -206,8 +206,21 @@ def read_pid(path):
 
 
 def send_signal(prefix, conf_file, opts, modules, Cycle, ConfigError):
+    from .core.log import LogFile
+
+    class SignallerCycle(Cycle):
+        """nginx's NGX_PROCESS_SIGNALLER: the config is read for the pid path; no file is opened.
+
+        ``-s reopen`` runs from logrotate's postrotate, often as another user than the
+        server's: a log file it created there would belong to that user, and the master
+        could not reopen it.
+        """
+
+        def open_file(self, path):
+            return LogFile(path)
+
     try:
-        cycle = Cycle.build(prefix, conf_file, modules, params=opts.directives, test_only=True)
+        cycle = SignallerCycle.build(prefix, conf_file, modules, params=opts.directives, test_only=True)
     except ConfigError as e:
         emerg(e)
         return 1

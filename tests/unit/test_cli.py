@@ -88,3 +88,27 @@ def test_missing_named_config_gives_no_hint(tmp_path, capsys):
 
     assert main(["-p", str(tmp_path), "-c", "x.conf", "-t"]) == 1
     assert "without -c FILE" not in capsys.readouterr().err
+
+
+def test_s_opens_no_log_file(tmp_path, capsys):
+    """nginx -s reads the config for the pid path only: no access log is created."""
+    import os
+    import signal
+
+    from ngxws.__main__ import main
+
+    conf = tmp_path / "nginx.conf"
+    conf.write_text("pid %s/x.pid;\nerror_log %s/e.log;\nevents {}\nhttp { access_log %s/a.log; "
+                    "server { listen 127.0.0.1:0; access_log %s/b.log; } }\n" % ((tmp_path,) * 4))
+    (tmp_path / "x.pid").write_text("%d\n" % os.getpid())
+    got = []
+    old = signal.signal(signal.SIGUSR1, lambda *a: got.append(a[0]))
+    try:
+        assert main(["-p", str(tmp_path), "-c", str(conf), "-s", "reopen"]) == 0
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    assert got == [signal.SIGUSR1]
+    assert sorted(os.listdir(tmp_path)) == ["nginx.conf", "x.pid"]
+    # -t opens them, as nginx -t does (and so reports an unwritable log)
+    assert main(["-p", str(tmp_path), "-c", str(conf), "-t"]) == 0
+    assert {"a.log", "b.log"} <= set(os.listdir(tmp_path))
