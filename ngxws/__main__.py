@@ -3,7 +3,6 @@
 import importlib.metadata
 import os
 import shlex
-import signal
 import sys
 
 from . import NGINX_VER
@@ -263,7 +262,7 @@ def daemonize(keep_stderr):
 
 
 def run(prefix, conf_file, opts, modules, Cycle, ConfigError, hint=""):
-    from .core.log import ErrorLog, LogFile, StderrFile, ERROR, NOTICE
+    from .core.log import NOTICE, ErrorLog, LogFile, StderrFile
     from .core.master import Master
 
     # The start-up log: -e FILE, else stderr, until the config names its own.

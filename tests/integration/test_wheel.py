@@ -117,8 +117,8 @@ def test_installed_version_and_prefix(venv, tmp_path):
     assert lines[1].startswith("built with Python %s (" % sys.version.split()[0])
     assert lines[2] == "frames by wsproto %s, HTTP by h11 %s" % (
         importlib.metadata.version("wsproto"), importlib.metadata.version("h11"))
-    where = run([str(venv / "python"), "-c", "import ngxws, importlib.metadata as m; "
-                 "print(ngxws.__file__); print(m.version('ngxws'))"], tmp_path).stdout.split()
+    code = "import ngxws, importlib.metadata as m; print(ngxws.__file__); print(m.version('ngxws'))"
+    where = run([str(venv / "python"), "-c", code], tmp_path).stdout.split()
     # the venv's own copy, not the clone's
     assert where[0].startswith(str(venv.parent)) and where[1] == VERSION
     assert lines[4] == "shipped prefix: %s" % os.path.join(os.path.dirname(where[0]), "prefix")
@@ -151,7 +151,8 @@ def test_installed_ngxws_runs_the_shipped_prefix(venv, tmp_path):
                                 stdout=subprocess.DEVNULL, stderr=err)
     try:
         pid_path = prefix / "logs" / "nginx.pid"
-        wait_for(lambda: pid_path.exists() or proc.poll() is not None, 20, what="pid file")
+        wait_for(lambda: pid_path.exists() and pid_path.read_text().strip().isdigit() or proc.poll() is not None,
+                 20, what="pid file")
         assert proc.poll() is None, (prefix / "stderr.txt").read_text()
         assert int(pid_path.read_text()) == proc.pid
         log = prefix / "logs" / "error.log"
