@@ -540,7 +540,7 @@ def ws_close(sock, ws):
 def test_every_line_of_a_1000_request_run_is_json(ngxws_server):
     """Requests (some refused), WebSocket handshakes and pushes with hostile header values.
 
-    Each HTTP request and each handshake (101, logged when its connection ends) is one line;
+    Each HTTP request and each handshake (101, logged when it is answered) is one line;
     the push port writes no access log line.  Every line loads with json.loads; the header
     values of the requests that were served come back as the bytes sent.
     """
