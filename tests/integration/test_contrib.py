@@ -313,6 +313,10 @@ def test_unit_command_lines_start_reload_and_stop(layout):
             r = layout.run_line("ExecReload", i, mainpid)
             assert r.returncode == 0, r.stderr
         wait_for(lambda: len(set(children_of(mainpid)) - first) == len(first), 15, what="new workers")
+        # the old workers have stopped accepting (one that took a connection just before its
+        # turn would close it unanswered, as nginx's does): from here on new clients go to new ones
+        wait_for(lambda: all("%d#%d: gracefully shutting down" % (p, p) in layout.error_log() for p in first), 15,
+                 what="old workers retiring")
         # the old worker keeps its client: pushes still reach it; new clients go to new workers
         assert push(a_url, "two") == 204 and a.recv() == "two"
         b, b_url = connect(port)
