@@ -1,9 +1,16 @@
 """The ngxws command line: nginx's flags, nginx's messages."""
 
+import importlib.metadata
 import os
+import shlex
 import sys
 
 from . import NGINX_VER
+
+#: the configuration file when -c gives none, relative to the prefix (nginx's NGX_CONF_PATH)
+CONF_PATH = "conf/nginx.conf"
+#: a prefix shipped inside the package: conf/nginx.conf and html/index.html, to copy
+SHIPPED_PREFIX = os.path.join(os.path.dirname(os.path.abspath(__file__)), "prefix")
 
 USAGE = """Usage: ngxws [-?hvVtTq] [-s signal] [-p prefix]
              [-e filename] [-c filename] [-g directives]
@@ -102,11 +109,7 @@ def main(argv=None):
     if opts.version:
         sys.stderr.write("ngxws version: %s\n" % NGINX_VER)
         if opts.configure:
-            sys.stderr.write("built with Python %s\n" % sys.version.split()[0])
-            import h11
-            import wsproto
-            sys.stderr.write("frames by wsproto %s, HTTP by h11 %s\n" % (wsproto.__version__, h11.__version__))
-            sys.stderr.write("configure arguments: --prefix=<current directory>\n")
+            sys.stderr.write(configure_text())
     if opts.help:
         sys.stderr.write(USAGE)
     if opts.version or opts.help:
@@ -118,11 +121,16 @@ def main(argv=None):
     from .modules import MODULES
 
     prefix = os.path.abspath(opts.prefix) if opts.prefix is not None else os.getcwd()
-    conf_file = opts.conf_file or "conf/nginx.conf"
+    conf_file = opts.conf_file or CONF_PATH
     conf_file = os.path.normpath(os.path.join(prefix, conf_file))
+    # said after the [emerg] line of a failed build
+    hint = missing_conf_text(prefix) if opts.conf_file is None and not os.path.exists(conf_file) else ""
 
     if opts.signal:
-        return send_signal(prefix, conf_file, opts, MODULES, Cycle, ConfigError)
+        rc = send_signal(prefix, conf_file, opts, MODULES, Cycle, ConfigError)
+        if rc:
+            sys.stderr.write(hint)
+        return rc
 
     if opts.test:
         try:
@@ -130,6 +138,7 @@ def main(argv=None):
         except ConfigError as e:
             emerg(e)
             sys.stderr.write("ngxws: configuration file %s test failed\n" % conf_file)
+            sys.stderr.write(hint)
             return 1
         if not opts.quiet:
             sys.stderr.write("ngxws: the configuration file %s syntax is ok\n" % conf_file)
@@ -138,7 +147,37 @@ def main(argv=None):
             dump_config(cycle)
         return 0
 
-    return run(prefix, conf_file, opts, MODULES, Cycle, ConfigError)
+    return run(prefix, conf_file, opts, MODULES, Cycle, ConfigError, hint)
+
+
+def dist_version(name):
+    """The installed version of a distribution, from its metadata."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+def configure_text():
+    """What -V prints after the version line, as nginx -V does."""
+    return ("built with Python %s (%s)\n"
+            "frames by wsproto %s, HTTP by h11 %s\n"
+            "configure arguments: --prefix=<current directory> --conf-path=%s\n"
+            "shipped prefix: %s\n" % (
+                sys.version.split()[0], sys.executable, dist_version("wsproto"), dist_version("h11"),
+                CONF_PATH, SHIPPED_PREFIX))
+
+
+def missing_conf_text(prefix):
+    """Where ngxws looked for its configuration, and how to start from the shipped one."""
+    prefix = os.path.join(prefix, "")
+    q = shlex.quote
+    return ('ngxws: without -c FILE the configuration file is %s in the prefix "%s"'
+            " (-p PREFIX, else the current directory)\n"
+            'ngxws: the default configuration and demo page are in "%s"; to start from them: '
+            "cp -R %s %s && mkdir -p %s\n" % (
+                CONF_PATH, prefix, SHIPPED_PREFIX, q(os.path.join(SHIPPED_PREFIX, ".")), q(prefix),
+                q(os.path.join(prefix, "logs"))))
 
 
 def dump_config(cycle):
@@ -166,8 +205,21 @@ def read_pid(path):
 
 
 def send_signal(prefix, conf_file, opts, modules, Cycle, ConfigError):
+    from .core.log import LogFile
+
+    class SignallerCycle(Cycle):
+        """nginx's NGX_PROCESS_SIGNALLER: the config is read for the pid path; no file is opened.
+
+        ``-s reopen`` runs from logrotate's postrotate, often as another user than the
+        server's: a log file it created there would belong to that user, and the master
+        could not reopen it.
+        """
+
+        def open_file(self, path):
+            return LogFile(path)
+
     try:
-        cycle = Cycle.build(prefix, conf_file, modules, params=opts.directives, test_only=True)
+        cycle = SignallerCycle.build(prefix, conf_file, modules, params=opts.directives, test_only=True)
     except ConfigError as e:
         emerg(e)
         return 1
@@ -209,8 +261,8 @@ def daemonize(keep_stderr):
         os.close(fd)
 
 
-def run(prefix, conf_file, opts, modules, Cycle, ConfigError):
-    from .core.log import ErrorLog, LogFile, StderrFile, NOTICE
+def run(prefix, conf_file, opts, modules, Cycle, ConfigError, hint=""):
+    from .core.log import NOTICE, ErrorLog, LogFile, StderrFile
     from .core.master import Master
     from .core.worker import worker_process_cycle
 
@@ -232,6 +284,7 @@ def run(prefix, conf_file, opts, modules, Cycle, ConfigError):
         cycle = build()
     except ConfigError as e:
         startup_log.emerg("%s", e)
+        sys.stderr.write(hint)
         return 1
 
     core = cycle.conf("core")

@@ -82,11 +82,12 @@ def escape_json(b):
 
 def _to_bytes(v):
     # values carry one byte per character (variables.py); a getter of another
-    # module that hands back real Unicode gets its UTF-8 logged
+    # module that hands back real Unicode gets its UTF-8 logged (undecodable
+    # bytes it kept as surrogates, as they came)
     try:
         return v.encode("latin-1")
     except UnicodeEncodeError:
-        return v.encode("utf-8")
+        return v.encode("utf-8", "surrogateescape")
 
 
 # -- formats -----------------------------------------------------------------------

@@ -215,8 +215,18 @@ def _request_uri(r):
     return target
 
 
+def uri_text(u):
+    """The decoded URI (real text, invalid UTF-8 kept as surrogates) as its bytes, one per character."""
+    if u.__class__ is not str:
+        return text(u)
+    if u.isascii():
+        return u
+    return u.encode("utf-8", "surrogateescape").decode("latin-1")
+
+
 def _uri(r):
-    return text(getattr(r, "uri", None)) or None
+    u = getattr(r, "uri", None)
+    return uri_text(u) if u else None
 
 
 def _args(r):
@@ -471,10 +481,13 @@ def _capture_getter(n):
             m = getattr(r, "match", None)
             if m is None or n > (m.re.groups if hasattr(m, "re") else -1):
                 return None
-            return text(m.group(n)) or None
+            v = m.group(n)
+            # a regex location matches the decoded URI
+            return uri_text(v) if v else None
         if n >= len(caps):
             return None
-        return text(caps[n])
+        v = caps[n]
+        return uri_text(v) if v is not None else None
     return get
 
 

@@ -495,3 +495,16 @@ def test_rendered_value_equals_escaped_bytes(b):
     assert LogFormat("d", "$http_x_v").render(r) == (escape_default(b) if b else b"") + b"\n"
     assert LogFormat("j", "$http_x_v", escape="json").render(r) == escape_json(b) + b"\n"
     assert LogFormat("n", "$http_x_v", escape="none").render(r) == b + b"\n"
+
+
+def test_decoded_uri_is_logged_as_the_bytes_sent():
+    """$uri is decoded text (invalid UTF-8 kept as surrogates); its log value is the bytes."""
+    r = FakeRequest(uri="/\u00e9\u2028\udcff\n", target="/%C3%A9%E2%80%A8%FF%0A")
+    assert LogFormat("d", "$uri").render(r) == b"/\\xC3\\xA9\\xE2\\x80\\xA8\\xFF\\x0A\n"
+    assert LogFormat("j", "$uri", escape="json").render(r) == b"/\xc3\xa9\xe2\x80\xa8\xff\\n\n"
+    assert LogFormat("n", "$uri", escape="none").render(r) == b"/\xc3\xa9\xe2\x80\xa8\xff\n\n"
+
+
+def test_a_getter_returning_surrogates_logs_their_bytes(monkeypatch):
+    monkeypatch.setitem(variables.VARIABLES, "unicode_test", lambda r: "a\u263a\udcff")
+    assert LogFormat("j", "$unicode_test", escape="json").render(FakeRequest()) == b"a\xe2\x98\xba\xff\n"
