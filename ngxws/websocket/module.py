@@ -35,7 +35,7 @@ from ..http.locations import PLAIN_HOST
 from ..http.parser import PLAIN_HEAD
 from ..http.module import HttpModule
 from . import handshake
-from .handshake import FrameLimit, ProtocolError
+from .handshake import ProtocolError
 from .session import REGISTRY, Location, Session
 
 __all__ = ["WebSocketModule", "WebSocketLocConf", "WebSocketSrvConf", "websocket_handler",
@@ -555,11 +555,10 @@ def websocket_handler(r) -> None:
     extensions = []
     ext_value = None
     if conf.deflate:
-        ext, ext_value = handshake.negotiate_deflate(r.headers, conf.max_message_size)
+        ext, ext_value = handshake.negotiate_deflate(r.headers, conf.max_message_size,
+                                                     max_frame_size=conf.max_frame_size)
         if ext is not None:
             extensions.append(ext)
-    if conf.max_frame_size:
-        extensions.append(FrameLimit(conf.max_frame_size))
     session = Session(loc, None if loc.path else r.uri)
 
     def accept(headers=(), backend_subprotocol=None):

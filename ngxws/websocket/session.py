@@ -45,7 +45,7 @@ from wsproto.connection import Connection as WsConnection, ConnectionState, Conn
 from wsproto.events import (BytesMessage, CloseConnection, Ping, Pong, TextMessage)
 
 from . import frames, keepalive
-from .handshake import FrameLimit
+from .handshake import MessageLimit
 
 try:
     from ..http.stub_status import stats as _stats
@@ -94,7 +94,8 @@ class Location:
     """What sessions of one `websocket` location share in a worker (one object, many sessions)."""
 
     __slots__ = ("conf", "loop", "log", "ping_interval", "idle_interval", "max_message_size",
-                 "send_buffer_size", "slow_close", "push_prefixes", "path", "frame_limit")
+                 "max_frame_size", "send_buffer_size", "slow_close", "push_prefixes", "path",
+                 "frame_limit")
 
     def __init__(self, conf, loop, log=None, path="/"):
         self.conf = conf
@@ -103,10 +104,13 @@ class Location:
         self.ping_interval = conf.ping_interval
         self.idle_interval = conf.idle_interval
         self.max_message_size = conf.max_message_size
+        self.max_frame_size = getattr(conf, "max_frame_size", 0) or 0
         self.send_buffer_size = conf.send_buffer_size
         self.slow_close = conf.slow_client == "close"
-        #: the largest client frame frames.decode() takes (wsproto refuses larger ones with 1009)
-        self.frame_limit = min(getattr(conf, "max_frame_size", 0) or 65535, 65535)
+        #: the largest client frame frames.decode() takes; a larger one goes to wsproto, whose
+        #: MessageLimit refuses it at its header when it is over either limit. Never over the
+        #: message limit, so a message decode() returns is within it.
+        self.frame_limit = min(self.max_frame_size or 65535, 65535, self.max_message_size)
         #: "HOST:PORT" of each push URL; filled when the push port is open
         self.push_prefixes = ()
         #: the location's URI as it appears in push URLs
@@ -158,7 +162,11 @@ class Session:
         return self.loc.push_urls(self.id, self.path)
 
     def attach(self, conn, response: bytes, trailing: bytes = b"", extensions=None) -> None:
-        """Take over `conn`: queue the 101 `response` and the push URL message, start reading."""
+        """Take over `conn`: queue the 101 `response` and the push URL message, start reading.
+
+        `extensions`: the negotiated ones (permessage-deflate, which judges frame headers
+        itself); without any, a MessageLimit applies the limits at each frame's header.
+        """
         loc = self.loc
         loop = loc.loop
         self.conn = conn
@@ -167,9 +175,11 @@ class Session:
         conn.write.handler = ws_write_handler
         if conn.log is not None:
             conn.log.action = "serving websocket"
-        self.ws = WsConnection(ConnectionType.SERVER, extensions)
-        if extensions and any(type(ext) is not FrameLimit for ext in extensions):
+        if not extensions:
+            extensions = [MessageLimit(loc.max_message_size, loc.max_frame_size)]
+        elif any(type(ext) is not MessageLimit for ext in extensions):
             self.held = _WSPROTO
+        self.ws = WsConnection(ConnectionType.SERVER, extensions)
         REGISTRY[self.id] = self
         now = loop.now_ms
         self.last_in = now
@@ -464,12 +474,22 @@ class Session:
             self._linger()
         elif ws.state is _OPEN:
             # wsproto's verdict on a bad frame: fail the connection with that code.
-            if log.debug_enabled:
+            code = event.code
+            reason = None
+            if code == 1009:
+                # a MessageLimit refusal at a frame's header, or Deflate's while inflating
+                loc = self.loc
+                log.info("websocket message over websocket_max_message_size %d%s",
+                         loc.max_message_size,
+                         " or frame over websocket_max_frame_size %d" % loc.max_frame_size
+                         if loc.max_frame_size else "")
+                reason = "message too big"
+            elif log.debug_enabled:
                 log.debug("websocket invalid frame: %s", event.reason)
             self.closed_by = "server"
-            self.close_code = event.code
-            self.close_reason = event.reason or ""
-            self._queue(ws.send(CloseConnection(code=event.code)))
+            self.close_code = code
+            self.close_reason = reason or event.reason or ""
+            self._queue(ws.send(CloseConnection(code=code, reason=reason)))
             self._linger()
         else:
             # The answer to our Close.

@@ -185,6 +185,50 @@ def test_oversize_fragmented_message():
     assert isinstance(ev, CloseConnection) and ev.code == 1009
 
 
+def raw(opcode, payload=b"", fin=True, length=None):
+    """A masked client frame (zero mask); `length` announces another length than the payload's."""
+    n = len(payload) if length is None else length
+    b0 = (0x80 if fin else 0) | opcode
+    if n < 126:
+        out = bytes((b0, 0x80 | n))
+    elif n < 65536:
+        out = bytes((b0, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        out = bytes((b0, 0x80 | 127)) + n.to_bytes(8, "big")
+    return out + b"\0\0\0\0" + payload
+
+
+@pytest.mark.parametrize("length", [(1 << 63) - 1, 1025, 200])
+def test_frame_header_over_the_limit_closes_before_its_payload(length):
+    # in the fast path's reach (7- and 16-bit lengths) and not (64-bit): 1009 at the header
+    h = Harness(max_message_size=100 if length == 200 else 1024)
+    h.events()
+    h.peer.sendall(raw(0x2, length=length))
+    h.spin()
+    (ev,) = h.events()
+    assert isinstance(ev, CloseConnection) and ev.code == 1009
+    assert "websocket message over websocket_max_message_size" in h.sink.text()
+
+
+def test_continuation_header_over_the_limit_closes_before_its_payload():
+    h = Harness(max_message_size=1024)
+    h.events()
+    h.peer.sendall(raw(0x1, b"a" * 1000, fin=False) + raw(0x0, length=25))
+    h.spin()
+    (ev,) = h.events()
+    assert isinstance(ev, CloseConnection) and ev.code == 1009
+
+
+def test_fragmented_text_split_inside_a_character():
+    h = Harness()
+    h.events()
+    data = "é€😀".encode()
+    h.peer.sendall(b"".join(raw(0x1 if i == 0 else 0x0, data[i:i + 1], fin=i == len(data) - 1)
+                            for i in range(len(data))))
+    (ev,) = h.events()
+    assert ev.data == "é€😀"
+
+
 def test_bad_frame_fails_connection():
     h = Harness()
     h.events()
