@@ -122,9 +122,9 @@ class Location:
 
 
 class Session:
-    __slots__ = ("id", "conn", "loc", "ws", "state", "out", "queued", "parts", "parts_size",
-                 "last_in", "last_ping", "upstream", "path", "paused", "close_code",
-                 "close_reason", "closed_by", "held")
+    __slots__ = ("id", "conn", "loc", "ws", "state", "out", "queued", "parts", "last_in",
+                 "last_ping", "upstream", "path", "paused", "close_code", "close_reason",
+                 "closed_by", "held")
 
     def __init__(self, loc: Location, path: str | None = None):
         self.id = new_id()
@@ -135,9 +135,8 @@ class Session:
         #: queued chunks (bytes or memoryview), None when empty
         self.out = None
         self.queued = 0
-        #: pieces of a fragmented message in progress, None between messages
+        #: the bytes (UTF-8 for text) of a message in pieces, None between messages
         self.parts = None
-        self.parts_size = 0
         #: loop ms of the last bytes received, and of our last keep-alive PING
         self.last_in = 0
         self.last_ping = 0
@@ -349,7 +348,8 @@ class Session:
             if messages:
                 done = 0
                 for message in messages:
-                    self._on_message(message)
+                    # within the message limit: Location.frame_limit is not over it
+                    self._deliver(message, None)
                     done += 1
                     if self.paused or self.state is not OPEN:
                         # the messages not taken wait in wsproto's buffer, as _process() leaves
@@ -400,39 +400,36 @@ class Session:
         if self.state is not OPEN:
             return
         data = event.data
-        loc = self.loc
-        limit = loc.max_message_size
-        if self.parts is None and event.message_finished:
+        limit = self.loc.max_message_size
+        parts = self.parts
+        if parts is None and event.message_finished:
             # The common case, a message in one piece: the exact UTF-8 size is needed only
             # when the character count could be over the limit.
             if len(data) * 4 > limit and self._size(data) > limit:
                 self._too_big()
                 return
         else:
-            size = self.parts_size + self._size(data)
-            if size > limit:
-                self._too_big()
-                return
-            self.parts_size = size
-            if self.parts is None:
-                self.parts = [data]
+            # A message in pieces (fragments, or a frame wsproto hands over as it arrives)
+            # gathers as bytes in one bytearray: memory follows the message's size, not the
+            # number of its pieces (a million 1-byte or empty fragments cost no more).
+            text = type(data) is str
+            chunk = data.encode("utf-8", "surrogatepass") if text else data
+            if parts is None:
+                if len(chunk) > limit:
+                    self._too_big()
+                    return
+                parts = self.parts = bytearray(chunk)
             else:
-                self.parts.append(data)
+                if len(parts) + len(chunk) > limit:
+                    self._too_big()
+                    return
+                parts += chunk
             if not event.message_finished:
                 return
-            data = ("" if type(data) is str else b"").join(self.parts)
+            data = parts.decode("utf-8", "surrogatepass") if text else bytes(parts)
             self.parts = None
-            self.parts_size = 0
             event = None
         self._deliver(data, event)
-
-    def _on_message(self, data) -> None:
-        """A whole message (str or bytes) from frames.decode()."""
-        limit = self.loc.max_message_size
-        if len(data) * 4 > limit and self._size(data) > limit:
-            self._too_big()
-            return
-        self._deliver(data, None)
 
     def _deliver(self, data, event) -> None:
         """A whole message to the upstream, or echoed with back-pressure."""
@@ -455,7 +452,6 @@ class Session:
 
     def _too_big(self) -> None:
         self.parts = None
-        self.parts_size = 0
         self.conn.log.info("websocket message over websocket_max_message_size %d",
                            self.loc.max_message_size)
         self.close(1009, "message too big")

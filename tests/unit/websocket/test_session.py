@@ -1,6 +1,7 @@
 """Session over a real socketpair, driven by the real EventLoop on a fake clock."""
 
 import socket
+import tracemalloc
 from types import SimpleNamespace
 
 import pytest
@@ -217,6 +218,31 @@ def test_continuation_header_over_the_limit_closes_before_its_payload():
     h.spin()
     (ev,) = h.events()
     assert isinstance(ev, CloseConnection) and ev.code == 1009
+
+
+def test_many_fragments_cost_what_the_message_holds():
+    # 20,000 empty fragments and 10,000 one-byte ones: memory follows the bytes, not the count
+    h = Harness(max_message_size=1 << 20, send_buffer_size=1 << 22)
+    h.events()
+    tracemalloc.start()
+    try:
+        h.peer.sendall(raw(0x2, b"a", fin=False))
+        h.spin()
+        empty = raw(0x0, fin=False) * 4000
+        for _ in range(5):
+            h.session._input(empty)
+        grown_empty = tracemalloc.get_traced_memory()[0]
+        one = raw(0x0, b"b", fin=False) * 2000
+        for _ in range(5):
+            h.session._input(one)
+        grown = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert grown_empty < 64 * 1024
+    assert grown < 64 * 1024 + 2 * 10_000
+    h.session._input(raw(0x0, b"c"))
+    (ev,) = h.events()
+    assert ev.data == b"a" + b"b" * 10_000 + b"c"
 
 
 def test_fragmented_text_split_inside_a_character():
