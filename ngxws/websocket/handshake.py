@@ -179,7 +179,12 @@ class Deflate(PerMessageDeflate):
         return out
 
     def frame_inbound_complete(self, proto, fin):
-        self.limit.frame_inbound_complete(proto, fin)
+        limit = self.limit
+        if limit.control:
+            # A PING between the fragments of a compressed message: the message goes on.
+            # PerMessageDeflate would end its inflation here and pass the rest uncompressed.
+            return None
+        limit.frame_inbound_complete(proto, fin)
         out = super().frame_inbound_complete(proto, fin)
         if out and type(out) is not CloseReason:
             # the end of a compressed message: what zlib still held when its input ran out

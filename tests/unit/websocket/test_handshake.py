@@ -371,3 +371,18 @@ def test_bomb_inflates_no_further_than_the_limit():
     events = feed(server, frame(0x2, body[:len(body) // 2], fin=False, rsv1=True))
     assert isinstance(events[-1], CloseConnection) and events[-1].code == 1009
     assert sum(inflated) <= limit
+
+
+def test_ping_between_compressed_fragments():
+    # RFC 6455 5.4: control frames may come between fragments; the message stays compressed
+    _, server = deflate_server(1 << 20)
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    p1 = c.compress(b"hello " * 10) + c.flush(zlib.Z_SYNC_FLUSH)
+    p2 = (c.compress(b"world " * 10) + c.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    events = feed(server, frame(0x2, p1, fin=False, rsv1=True) + frame(0x9, b"p")
+                  + frame(0x0, p2))
+    assert [type(e).__name__ for e in events] == ["BytesMessage", "Ping", "BytesMessage"]
+    assert events[0].data + events[2].data == b"hello " * 10 + b"world " * 10
+    # and the next message starts afresh
+    (ev,) = feed(server, frame(0x1, compressed(b"next"), rsv1=True))
+    assert ev.data == "next"
