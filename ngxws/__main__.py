@@ -226,7 +226,8 @@ def run(prefix, conf_file, opts, modules, Cycle, ConfigError):
         startup_log = ErrorLog([(f, NOTICE)])
 
     def build(old=None):
-        return Cycle.build(prefix, conf_file, modules, params=opts.directives, old=old)
+        return Cycle.build(prefix, conf_file, modules, params=opts.directives, old=old,
+                           log=startup_log if old is None else None)
 
     try:
         cycle = build()

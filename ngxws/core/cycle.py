@@ -16,7 +16,7 @@ import os
 
 from .directives import ConfigError, ConfSet, Ctx, Parser, Slot
 from .listening import Listening
-from .log import ErrorLog, LogFile, StderrFile
+from .log import ErrorLog, LogFile, ReopenError, StderrFile
 
 
 class Cycle:
@@ -46,11 +46,14 @@ class Cycle:
     # -- building ---------------------------------------------------------------
 
     @classmethod
-    def build(cls, prefix, conf_file, modules, params=None, old=None, test_only=False):
-        """Read and apply the config; raise ConfigError (everything closed) on failure."""
+    def build(cls, prefix, conf_file, modules, params=None, old=None, test_only=False, log=None):
+        """Read and apply the config; raise ConfigError (everything closed) on failure.
+
+        `log`: where the config's warnings go (the old cycle's log on reload); default stderr.
+        """
         cycle = cls(prefix, conf_file, modules, params)
         try:
-            cycle._read_conf()
+            cycle._read_conf(log if log is not None else old.log if old is not None else None)
             if test_only:
                 return cycle
             cycle._open_logs()
@@ -64,8 +67,9 @@ class Cycle:
             raise
         return cycle
 
-    def _read_conf(self):
+    def _read_conf(self, log=None):
         cf = Parser(self.modules, self.prefix, self.conf_file, self)
+        cf.log = log
         self.parser = cf
         confs = ConfSet()
         for m in self.modules:
@@ -107,12 +111,17 @@ class Cycle:
             self.open_files[path] = f
         return f
 
-    def reopen_files(self):
+    def reopen_files(self, uid=None):
+        """USR1. The master passes the workers' `uid` (``user``): each file is given to that
+        user, so that the workers, which reopen after the master, can open it too."""
         for f in self.open_files.values():
             try:
-                f.reopen()
-            except OSError as e:
-                self.log.alert('open() "%s" failed (%d: %s)', f.path, e.errno, e.strerror)
+                f.reopen(uid)
+            except ReopenError as e:
+                if e.call == "chown":
+                    self.log.alert('chown("%s", %d) failed (%d: %s)', f.path, uid, e.errno, e.strerror)
+                else:
+                    self.log.alert('%s() "%s" failed (%d: %s)', e.call, f.path, e.errno, e.strerror)
 
     def add_listen(self, host, port, handler, servers, backlog=511, reuseport=False, ipv6only=True):
         """Config time: ask for a listening socket, opened in the master before fork."""

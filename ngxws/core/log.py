@@ -24,6 +24,14 @@ for _n, _name in enumerate(LEVELS, 1):
     logging.addLevelName(60 - _n * 5, _name)
 
 
+class ReopenError(OSError):
+    """A reopen that failed, with the call that did: "open", "fstat", "chown" or "chmod"."""
+
+    def __init__(self, call, err):
+        super().__init__(err.errno, err.strerror)
+        self.call = call
+
+
 class LogFile:
     """A file opened by path, append-only, that can be reopened (USR1)."""
 
@@ -44,9 +52,30 @@ class LogFile:
             # Nowhere left to say it; a full disk must not take the worker down.
             return
 
-    def reopen(self):
-        """Open the path again and swap descriptors; on failure keep the old file."""
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    def reopen(self, uid=None):
+        """Open the path again and swap descriptors; on failure keep the old file.
+
+        `uid` (the master, for workers that run as another user): the file is given to that
+        user and made readable and writable by its owner, so that the workers can reopen it
+        in turn (nginx's ngx_reopen_files). Raises ReopenError.
+        """
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise ReopenError("open", e) from None
+        if uid is not None:
+            call = "fstat"
+            try:
+                st = os.fstat(fd)
+                if st.st_uid != uid:
+                    call = "chown"
+                    os.fchown(fd, uid, -1)
+                if st.st_mode & 0o600 != 0o600:
+                    call = "chmod"
+                    os.fchmod(fd, st.st_mode | 0o600)
+            except OSError as e:
+                os.close(fd)
+                raise ReopenError(call, e) from None
         old, self.fd = self.fd, fd
         if old >= 0:
             os.close(old)
@@ -74,7 +103,7 @@ class StderrFile:
         except OSError:
             return
 
-    def reopen(self):
+    def reopen(self, uid=None):
         pass
 
     def close(self):
