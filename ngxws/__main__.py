@@ -168,7 +168,8 @@ def read_pid(path):
 
 def send_signal(prefix, conf_file, opts, modules, Cycle, ConfigError):
     try:
-        cycle = Cycle.build(prefix, conf_file, modules, params=opts.directives, test_only=True)
+        cycle = Cycle.build(prefix, conf_file, modules, params=opts.directives, test_only=True,
+                            signaller=True)
     except ConfigError as e:
         emerg(e)
         return 1

@@ -228,7 +228,8 @@ class CoreModule(Module):
             # "user root": nothing to switch to, nothing to check (nginx calls setuid(0));
             # master_process off: one process that stays who it is, as nginx's single mode
             conf.user = None
-        if conf.user is not None:
+        if conf.user is not None and not getattr(cf.cycle, "signaller", False):
+            # (-s starts no worker)
             problem = unreadable_python(conf.user)
             if problem is not None:
                 file, line = conf.user_where or (None, None)

@@ -190,7 +190,8 @@ class Worker:
                 self.reopen = False
                 for m in self.cycle.modules:
                     m.reopen(self.cycle)
-                self.cycle.reopen_files()
+                # with a master, it reopened first and said what failed
+                self.cycle.reopen_files(worker=self.cycle.conf("core").master_process)
                 self.log.notice("reopening logs")
             if self.shutting_down and self.done():
                 self.log.notice("exiting")
