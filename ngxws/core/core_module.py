@@ -374,8 +374,13 @@ def switch_user(log, user) -> bool:
     try:
         os.initgroups(user.name, user.gid)
     except OSError as e:
-        # nginx goes on without the supplementary groups
         log.emerg("initgroups(%s, %d) failed (%d: %s)", user.name, user.gid, e.errno, e.strerror)
+        # nginx goes on with the master's supplementary groups (root's); the group alone here
+        try:
+            os.setgroups([user.gid])
+        except OSError as e:
+            log.emerg("setgroups(%d) failed (%d: %s)", user.gid, e.errno, e.strerror)
+            return False
     try:
         os.setgid(user.gid)
     except OSError as e:
@@ -385,6 +390,9 @@ def switch_user(log, user) -> bool:
         os.setuid(user.uid)
     except OSError as e:
         log.emerg("setuid(%d) failed (%d: %s)", user.uid, e.errno, e.strerror)
+        return False
+    if os.getresuid() != (user.uid,) * 3 or os.getresgid() != (user.gid,) * 3:
+        log.emerg("user %s kept other ids: uid %s, gid %s", user.name, os.getresuid(), os.getresgid())
         return False
     return True
 

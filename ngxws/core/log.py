@@ -15,8 +15,10 @@ file says so at most once a minute per process (nginx's rule for access logs), a
 its old descriptor and is reported the same way, once.
 """
 
+import errno
 import logging
 import os
+import stat
 import sys
 import time
 
@@ -93,20 +95,33 @@ class LogFile:
         user and made readable and writable by its owner, so that the workers can reopen it
         in turn (nginx's ngx_reopen_files). Raises ReopenError.
         """
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        give = uid is not None
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                # A file is given away only when it is the directory's own: never a symlink's
+                # target, or whoever may write the log directory (the workers' user, say) could
+                # have the master hand it any file of the system.
+                fd = os.open(self.path, flags | (os.O_NOFOLLOW if give else 0), 0o644)
+            except OSError as e:
+                if not give or e.errno != errno.ELOOP:
+                    raise
+                give = False
+                fd = os.open(self.path, flags, 0o644)
         except OSError as e:
             raise ReopenError("open", e) from None
-        if uid is not None:
+        if give:
             call = "fstat"
             try:
                 st = os.fstat(fd)
-                if st.st_uid != uid:
-                    call = "chown"
-                    os.fchown(fd, uid, -1)
-                if st.st_mode & 0o600 != 0o600:
-                    call = "chmod"
-                    os.fchmod(fd, st.st_mode | 0o600)
+                # a regular file with no other name (a hard link to another file is not ours)
+                if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+                    if st.st_uid != uid:
+                        call = "chown"
+                        os.fchown(fd, uid, -1)
+                    if st.st_mode & 0o600 != 0o600:
+                        call = "chmod"
+                        os.fchmod(fd, st.st_mode | 0o600)
             except OSError as e:
                 os.close(fd)
                 raise ReopenError(call, e) from None

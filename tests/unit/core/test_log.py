@@ -1,5 +1,8 @@
 import os
+import pwd
 import re
+
+import pytest
 
 from ngxws.core import log as log_mod
 from ngxws.core.cycle import Cycle
@@ -201,3 +204,38 @@ def test_reopen_failure_of_the_only_error_log_goes_to_stderr(tmp_path, capfd):
     assert 'open() "%s/error.log" failed (2: No such file or directory)' % gone in err
     assert 'open() "%s/access.log" failed (2: No such file or directory)' % gone in err
     assert "[alert]" not in read(tmp_path / "moved" / "error.log")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file away needs root")
+def test_reopen_gives_the_file_to_the_workers_user(tmp_path):
+    nobody = pwd.getpwnam("nobody").pw_uid
+    path = tmp_path / "access.log"
+    f = LogFile(str(path))
+    f.open()
+    os.rename(path, str(path) + ".1")
+    f.reopen(nobody)
+    st = os.stat(path)
+    assert st.st_uid == nobody and st.st_mode & 0o600 == 0o600
+    f.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file away needs root")
+def test_reopen_never_gives_away_a_symlinks_target_or_a_hard_link(tmp_path):
+    # whoever may write the log directory could point the log at any file of the system
+    nobody = pwd.getpwnam("nobody").pw_uid
+    secret = tmp_path / "secret"
+    secret.write_text("root's\n")
+    secret.chmod(0o600)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    f = LogFile(str(logs / "error.log"))
+    f.open()
+    os.unlink(logs / "error.log")
+    os.symlink(secret, logs / "error.log")
+    f.reopen(nobody)
+    assert os.stat(secret).st_uid == 0 and os.stat(secret).st_mode & 0o777 == 0o600
+    os.unlink(logs / "error.log")
+    os.link(secret, logs / "error.log")
+    f.reopen(nobody)
+    assert os.stat(secret).st_uid == 0
+    f.close()
