@@ -211,6 +211,28 @@ def test_frame_header_over_the_limit_closes_before_its_payload(length):
     assert "websocket message over websocket_max_message_size" in h.sink.text()
 
 
+@pytest.mark.parametrize("data", [
+    raw(0x2, length=1 << 63),               # lengths with the top bit set are invalid (5.2)
+    raw(0xA, length=126),                   # control frames carry at most 125 bytes
+    raw(0x9, length=126),
+    raw(0xA, b"p", fin=False),              # and are never fragmented
+])
+def test_invalid_headers_are_protocol_errors_in_either_path(data):
+    for trailing in (b"", raw(0x1, b"ok")):
+        h = Harness()
+        h.events()
+        if trailing:
+            # the frame after a plain one: frames.decode() takes the first, wsproto the rest
+            h.peer.sendall(trailing + data)
+        else:
+            h.peer.sendall(data)
+        h.spin()
+        events = h.events(2 if trailing else 1)
+        assert isinstance(events[-1], CloseConnection) and events[-1].code == 1002, events
+        if trailing:
+            assert events[0].data == "ok"
+
+
 def test_continuation_header_over_the_limit_closes_before_its_payload():
     h = Harness(max_message_size=1024)
     h.events()
