@@ -168,12 +168,12 @@ class Deflate(PerMessageDeflate):
     def frame_inbound_payload_data(self, proto, data):
         if not self._inbound_compressed or not self._inbound_is_compressible:
             return data
-        room = self.max_size - self.inflated
+        left = self.max_size - self.inflated
         try:
-            out = self._decompressor.decompress(data, room + 1)
+            out = self._decompressor.decompress(data, left + 1)
         except zlib.error:
             return CloseReason.INVALID_FRAME_PAYLOAD_DATA
-        if len(out) > room or self._decompressor.unconsumed_tail:
+        if len(out) > left or self._decompressor.unconsumed_tail:
             return CloseReason.MESSAGE_TOO_BIG
         self.inflated += len(out)
         return out
