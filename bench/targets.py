@@ -174,8 +174,11 @@ class Target:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+#: started as root, ngxws's workers would switch to nobody, who cannot read a Python under /root
+ROOT_USER = " user root;" if os.geteuid() == 0 else ""
+
 NGXWS_CONF = """\
-daemon off;
+daemon off;{user}
 worker_processes {workers};
 pid {tmp}/ngxws.pid;
 error_log {tmp}/error.log {log_level};
@@ -207,7 +210,7 @@ class Ngxws(Target):
         self.conf = os.path.join(self.tmp, "ngxws.conf")
         with open(self.conf, "w") as f:
             f.write(NGXWS_CONF.format(
-                workers=self.workers, tmp=self.tmp, host=HOST, port=self.port,
+                workers=self.workers, tmp=self.tmp, host=HOST, port=self.port, user=ROOT_USER,
                 wconns=max(1024, NOFILE - 100), log_level=self.opts.get("log_level", "warn"),
                 ping=int(self.opts.get("ping", 300000)), idle=int(self.opts.get("idle", 360000)),
                 keepalive_requests=int(self.opts.get("keepalive_requests", 1000000))))

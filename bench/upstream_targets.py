@@ -144,7 +144,7 @@ class Upstream(Target):
 
 
 NGXWS_UP_CONF = """\
-daemon off;
+daemon off;{user}
 worker_processes 1;
 pid {tmp}/ngxws.pid;
 error_log {tmp}/error.log {log_level};
@@ -181,6 +181,7 @@ class NgxwsUp(Upstream, Ngxws):
         with open(self.conf, "w") as f:
             f.write(NGXWS_UP_CONF.format(
                 tmp=self.tmp, host=HOST, port=self.port, backend_port=self.backend_port,
+                user=targets.ROOT_USER,
                 wconns=max(1024, NOFILE - 100), log_level=self.opts.get("log_level", "warn"),
                 ping=int(self.opts.get("ping", 300000)), idle=int(self.opts.get("idle", 360000)),
                 # one pooled connection per client that talks at once: 100 in the echo workloads

@@ -205,21 +205,9 @@ def read_pid(path):
 
 
 def send_signal(prefix, conf_file, opts, modules, Cycle, ConfigError):
-    from .core.log import LogFile
-
-    class SignallerCycle(Cycle):
-        """nginx's NGX_PROCESS_SIGNALLER: the config is read for the pid path; no file is opened.
-
-        ``-s reopen`` runs from logrotate's postrotate, often as another user than the
-        server's: a log file it created there would belong to that user, and the master
-        could not reopen it.
-        """
-
-        def open_file(self, path):
-            return LogFile(path)
-
     try:
-        cycle = SignallerCycle.build(prefix, conf_file, modules, params=opts.directives, test_only=True)
+        cycle = Cycle.build(prefix, conf_file, modules, params=opts.directives, test_only=True,
+                            signaller=True)
     except ConfigError as e:
         emerg(e)
         return 1
@@ -278,7 +266,8 @@ def run(prefix, conf_file, opts, modules, Cycle, ConfigError, hint=""):
         startup_log = ErrorLog([(f, NOTICE)])
 
     def build(old=None):
-        return Cycle.build(prefix, conf_file, modules, params=opts.directives, old=old)
+        return Cycle.build(prefix, conf_file, modules, params=opts.directives, old=old,
+                           log=startup_log if old is None else None)
 
     try:
         cycle = build()

@@ -1,11 +1,33 @@
-"""The core and events modules: main-context and ``events { }`` directives."""
+"""The core and events modules: main-context and ``events { }`` directives.
 
+Theory of operation (``user``)
+------------------------------
+Started as root, the master keeps root only to bind ports and open and reopen log files; each
+worker switches to ``user`` (nginx's default ``nobody``, with the ``nobody`` group or else
+``nogroup``) after fork: supplementary groups, group, user, in that order (``switch_user``).
+Everything a worker needs from root is done before: the listening sockets and log files are
+inherited, the rlimits raised, the push port bound (modules' ``init_process``). On USR1 the
+master reopens the log files and gives them to that user, so that the workers can reopen them
+in turn (nginx's ngx_reopen_files).
+
+A Python worker keeps importing after it switched (modules are imported lazily), so the user
+must be able to read the interpreter's standard library and every module loaded so far
+(ngxws, wsproto, h11). ``unreadable_python`` checks that from the permission bits, as the kernel
+would for that user, at config time (``-t``, start-up, reload): a Python under root's home
+(pyenv) is refused in one ``[emerg]`` line instead of workers dying on their first lazy import.
+"""
+
+import grp
 import os
+import pwd
 import resource
+import sys
+import sysconfig
 from dataclasses import dataclass, field
 
 from .directives import (
     UNSET, Args, ConfigError, Ctx, Directive, Slot, merge, set_flag, set_msec, set_num, set_path,
+    set_size, set_str,
 )
 from .log import LEVEL_BY_NAME, ERROR
 from .module import Module
@@ -18,7 +40,13 @@ class CoreConf:
     worker_processes: object = UNSET
     pid: object = UNSET
     worker_rlimit_nofile: object = UNSET
+    worker_rlimit_core: object = UNSET
     worker_shutdown_timeout: object = UNSET
+    working_directory: object = UNSET
+    #: User(name, uid, gid) the workers switch to, or None: they stay who the master is
+    user: object = UNSET
+    #: (file, line) of the ``user`` directive, None for the default
+    user_where: object = None
     #: [(path or "stderr", level)] in the order written
     error_log: list = field(default_factory=list)
     #: where error_log lines came from, for open() errors
@@ -36,6 +64,59 @@ class EventsConf:
     use: object = UNSET
     #: [(network, prefixlen)] from debug_connection
     debug_connection: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    uid: int
+    gid: int
+
+
+#: nginx's default user, and its default group (configure picks "nobody" if the group exists,
+#: else "nogroup")
+DEFAULT_USER = "nobody"
+DEFAULT_GROUPS = ("nobody", "nogroup")
+
+
+def _getpwnam(name):
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        raise ConfigError('getpwnam("%s") failed' % name) from None
+
+
+def _getgrnam(name):
+    try:
+        return grp.getgrnam(name)
+    except KeyError:
+        raise ConfigError('getgrnam("%s") failed' % name) from None
+
+
+def set_user(cf, node, conf):
+    """``user USER [GROUP]``: nginx's ngx_set_user (GROUP defaults to the group named USER)."""
+    if conf.user is not UNSET:
+        raise ConfigError('"user" directive is duplicate')
+    if os.geteuid() != 0:
+        cf.warn(node, 'the "user" directive makes sense only if the master process runs with '
+                      'super-user privileges, ignored')
+        return
+    name = node.args[0]
+    pw = _getpwnam(name)
+    group = _getgrnam(node.args[1] if len(node.args) == 2 else name)
+    conf.user = User(name, pw.pw_uid, group.gr_gid)
+    conf.user_where = (node.file, node.line)
+
+
+def default_user():
+    """nginx's default when the master runs as root: nobody, group nobody or nogroup."""
+    pw = _getpwnam(DEFAULT_USER)
+    for name in DEFAULT_GROUPS:
+        try:
+            return User(DEFAULT_USER, pw.pw_uid, grp.getgrnam(name).gr_gid)
+        except KeyError:
+            continue
+    raise ConfigError('getgrnam("%s") failed' % DEFAULT_GROUPS[0])
 
 
 def set_worker_processes(cf, node, conf):
@@ -123,7 +204,10 @@ class CoreModule(Module):
         Directive("worker_processes", Ctx.MAIN, Args.TAKE1, set_worker_processes),
         Directive("pid", Ctx.MAIN, Args.TAKE1, set_path("pid")),
         Directive("worker_rlimit_nofile", Ctx.MAIN, Args.TAKE1, set_num("worker_rlimit_nofile")),
+        Directive("worker_rlimit_core", Ctx.MAIN, Args.TAKE1, set_size("worker_rlimit_core")),
         Directive("worker_shutdown_timeout", Ctx.MAIN, Args.TAKE1, set_msec("worker_shutdown_timeout")),
+        Directive("working_directory", Ctx.MAIN, Args.TAKE1, set_str("working_directory")),
+        Directive("user", Ctx.MAIN, Args.TAKE12, set_user),
         Directive("error_log", Ctx.MAIN, Args.ONEMORE, set_error_log),
         Directive("events", Ctx.MAIN, Args.BLOCK | Args.NOARGS, set_events),
         Directive("load_module", Ctx.MAIN, Args.TAKE1, set_load_module),
@@ -137,7 +221,19 @@ class CoreModule(Module):
             raise ConfigError('no "events" section in configuration')
         merge(conf, None, daemon=True, master_process=True, worker_processes=1,
               pid=cf.full_path("logs/nginx.pid"), worker_rlimit_nofile=None,
-              worker_shutdown_timeout=None)
+              worker_rlimit_core=None, worker_shutdown_timeout=None, working_directory=None)
+        if conf.user is UNSET:
+            conf.user = default_user() if os.geteuid() == 0 else None
+        if conf.user is not None and (conf.user.uid == 0 or not conf.master_process):
+            # "user root": nothing to switch to, nothing to check (nginx calls setuid(0));
+            # master_process off: one process that stays who it is, as nginx's single mode
+            conf.user = None
+        if conf.user is not None and not getattr(cf.cycle, "signaller", False):
+            # (-s starts no worker)
+            problem = unreadable_python(conf.user)
+            if problem is not None:
+                file, line = conf.user_where or (None, None)
+                raise ConfigError(problem, file, line)
         if not conf.error_log:
             conf.error_log.append((cf.full_path("logs/error.log"), ERROR))
             conf.error_log_where.append((None, None))
@@ -178,3 +274,135 @@ def raise_nofile(log, want):
                 resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
             except (ValueError, OSError):
                 return
+
+
+# -- the worker's user ------------------------------------------------------------------------
+
+def _allowed(st, uid, gids, bits):
+    """The kernel's permission check for a user without capabilities (owner, group, other)."""
+    if st.st_uid == uid:
+        mode = st.st_mode >> 6
+    elif st.st_gid in gids:
+        mode = st.st_mode >> 3
+    else:
+        mode = st.st_mode
+    return mode & bits == bits
+
+
+def _python_paths():
+    """What a worker may still import from: the standard library (sources and extension
+    modules) and the file of every module loaded so far (ngxws, wsproto, h11...)."""
+    stdlib = sysconfig.get_path("stdlib")
+    platstdlib = sysconfig.get_path("platstdlib")
+    dirs = [stdlib, platstdlib, os.path.join(platstdlib, "lib-dynload")]
+    files = set()
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if isinstance(path, str):
+            files.add(os.path.abspath(path))
+    return [d for d in dict.fromkeys(dirs) if os.path.isdir(d)], sorted(files)
+
+
+def unreadable_python(user, paths=None):
+    """None when `user` can read what a worker imports, else the ``[emerg]`` text saying
+    which path stops it and what to do.
+
+    Judged from the permission bits as the kernel would for that user (POSIX ACLs aside):
+    search on every directory on the way, read (and search, for a directory) on the path.
+    `paths`: (directories, files), for tests; by default those of this interpreter.
+    """
+    dirs, files = paths if paths is not None else _python_paths()
+    gids = set(os.getgrouplist(user.name, user.gid))
+    seen = {}
+
+    def allowed(path, bits):
+        key = (path, bits)
+        ok = seen.get(key)
+        if ok is None:
+            try:
+                st = os.stat(path)
+            except OSError:
+                ok = True       # not there (a frozen module's origin): nothing to read
+            else:
+                ok = _allowed(st, user.uid, gids, bits)
+            seen[key] = ok
+        return ok
+
+    def blocker(path, last_bits):
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            ancestor = "/".join(parts[:i]) or "/"
+            if not allowed(ancestor, 1):
+                return ancestor, "search"
+        if not allowed(path, last_bits):
+            return path, "read"
+        return None
+
+    checks = [(d, 5) for d in dirs]
+    for f in files:
+        checks.append((os.path.dirname(f), 5))
+        checks.append((f, 4))
+    for path, bits in checks:
+        found = blocker(path, bits)
+        if found is None:
+            real = os.path.realpath(path)
+            if real != path:
+                found = blocker(real, bits)
+        if found is not None:
+            where, what = found
+            return ('user "%s" cannot %s "%s"%s, and worker processes import Python modules after '
+                    'switching to it: install Python and ngxws where "%s" can read them, or use '
+                    '"user root;" (worker processes then keep root\'s privileges)'
+                    % (user.name, what, where, "" if where == path else ' (on the way to "%s")' % path,
+                       user.name))
+    return None
+
+
+def set_core_limit(log, size):
+    """worker_rlimit_core, as nginx sets it: soft and hard limit alike."""
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (size, size))
+    except (ValueError, OSError) as e:
+        errno, text = (e.errno, e.strerror) if isinstance(e, OSError) and e.errno else \
+            (1, "Operation not permitted")
+        log.alert("setrlimit(RLIMIT_CORE, %d) failed (%d: %s)", size, errno, text)
+
+
+def switch_user(log, user) -> bool:
+    """Supplementary groups, group, user, with nginx's messages; False when the worker must
+    not go on (a group or user it could not become)."""
+    try:
+        os.initgroups(user.name, user.gid)
+    except OSError as e:
+        log.emerg("initgroups(%s, %d) failed (%d: %s)", user.name, user.gid, e.errno, e.strerror)
+        # nginx goes on with the master's supplementary groups (root's); the group alone here
+        try:
+            os.setgroups([user.gid])
+        except OSError as e:
+            log.emerg("setgroups(%d) failed (%d: %s)", user.gid, e.errno, e.strerror)
+            return False
+    try:
+        os.setgid(user.gid)
+    except OSError as e:
+        log.emerg("setgid(%d) failed (%d: %s)", user.gid, e.errno, e.strerror)
+        return False
+    try:
+        os.setuid(user.uid)
+    except OSError as e:
+        log.emerg("setuid(%d) failed (%d: %s)", user.uid, e.errno, e.strerror)
+        return False
+    if os.getresuid() != (user.uid,) * 3 or os.getresgid() != (user.gid,) * 3:
+        log.emerg("user %s kept other ids: uid %s, gid %s", user.name, os.getresuid(), os.getresgid())
+        return False
+    return True
+
+
+def set_dumpable(log):
+    """prctl(PR_SET_DUMPABLE, 1): the kernel clears it when a process changes its user; cores
+    (worker_rlimit_core) and a working_directory for them need it back."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(4, 1, 0, 0, 0) == -1:      # PR_SET_DUMPABLE
+        errno = ctypes.get_errno()
+        log.alert("prctl(PR_SET_DUMPABLE) failed (%d: %s)", errno, os.strerror(errno))

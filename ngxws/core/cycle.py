@@ -11,11 +11,12 @@ taken over, not reopened: that is what lets a reload keep every port and never
 refuse a connection.
 """
 
+import errno
 import multiprocessing
 
 from .directives import ConfigError, ConfSet, Ctx, Parser, Slot
 from .listening import Listening
-from .log import ErrorLog, LogFile, StderrFile
+from .log import ErrorLog, LogFile, ReopenError, StderrFile
 
 
 class Cycle:
@@ -41,15 +42,25 @@ class Cycle:
         #: the master asked for a stop (QUIT), not a retirement after a reload
         self.quitting = False
         self.connection_counter = None
+        #: ``-s``: read the config, open nothing
+        self.signaller = False
 
     # -- building ---------------------------------------------------------------
 
     @classmethod
-    def build(cls, prefix, conf_file, modules, params=None, old=None, test_only=False):
-        """Read and apply the config; raise ConfigError (everything closed) on failure."""
+    def build(cls, prefix, conf_file, modules, params=None, old=None, test_only=False, log=None,
+              signaller=False):
+        """Read and apply the config; raise ConfigError (everything closed) on failure.
+
+        `log`: where the config's warnings go (the old cycle's log on reload); default stderr.
+        `signaller` (``-s``): the config is read only for the pid file's path, and no log file
+        is opened, as nginx's signal process: ``-s reopen`` must work when a log's directory
+        is gone.
+        """
         cycle = cls(prefix, conf_file, modules, params)
+        cycle.signaller = signaller
         try:
-            cycle._read_conf()
+            cycle._read_conf(log if log is not None else old.log if old is not None else None)
             if test_only:
                 return cycle
             cycle._open_logs()
@@ -63,8 +74,9 @@ class Cycle:
             raise
         return cycle
 
-    def _read_conf(self):
+    def _read_conf(self, log=None):
         cf = Parser(self.modules, self.prefix, self.conf_file, self)
+        cf.log = log
         self.parser = cf
         confs = ConfSet()
         for m in self.modules:
@@ -96,22 +108,43 @@ class Cycle:
                 raise ConfigError('open() "%s" failed (%d: %s)%s' % (path, e.errno, e.strerror, where)) from None
             sinks.append((f, level))
         self.log = ErrorLog(sinks)
+        for f in self.open_files.values():
+            # write errors of every file (access logs too) are said on this log
+            f.log = self.log
 
     def open_file(self, path):
         """A log file opened once per path per cycle; reopened together on USR1."""
         f = self.open_files.get(path)
         if f is None:
             f = LogFile(path)
-            f.open()
+            if not self.signaller:
+                f.open()
             self.open_files[path] = f
         return f
 
-    def reopen_files(self):
+    def reopen_files(self, uid=None, worker=False):
+        """USR1. The master passes the workers' `uid` (``user``): each file is given to that
+        user, so that the workers, which reopen after the master, can open it too.
+
+        A file that cannot be reopened keeps its old descriptor and is reported on the
+        error log's other sinks (stderr when none is left). In a `worker`, a path that is
+        gone (ENOENT) was the master's failure first, and the master said so: said once.
+        """
+        failed = []
         for f in self.open_files.values():
             try:
-                f.reopen()
-            except OSError as e:
-                self.log.alert('open() "%s" failed (%d: %s)', f.path, e.errno, e.strerror)
+                f.reopen(uid)
+            except ReopenError as e:
+                if worker and e.errno == errno.ENOENT and e.call == "open":
+                    continue
+                if e.call == "chown":
+                    msg = 'chown("%s", %d) failed (%d: %s)' % (f.path, uid, e.errno, e.strerror)
+                else:
+                    msg = '%s() "%s" failed (%d: %s)' % (e.call, f.path, e.errno, e.strerror)
+                failed.append((f, msg))
+        files = tuple(f for f, _ in failed)
+        for _, msg in failed:
+            self.log.report(files, msg)
 
     def add_listen(self, host, port, handler, servers, backlog=511, reuseport=False, ipv6only=True):
         """Config time: ask for a listening socket, opened in the master before fork."""

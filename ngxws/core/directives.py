@@ -17,6 +17,7 @@ import enum
 import glob
 import os
 import re
+import sys
 from typing import Any, Callable
 
 from .conf import COMMAND_LINE, Block, ConfigError, Node, decode, read
@@ -136,6 +137,8 @@ class Parser:
         self._depth = 0
         #: every file read, in order (``ngxws -T`` dumps them)
         self.files_read: list[str] = []
+        #: where warnings go (an ErrorLog); None: stderr, as ``ngxws: [warn] ...``
+        self.log = None
         self._directives: dict[str, list] = {}
         entries = [(None, d) for d in _BUILTIN] + [(m, d) for m in self.modules for d in m.DIRECTIVES]
         for module, directive in entries:
@@ -146,6 +149,14 @@ class Parser:
         self.modules += (module,)
         for directive in module.DIRECTIVES:
             self._directives.setdefault(directive.name, []).append((module, directive))
+
+    def warn(self, node: Node, msg: str) -> None:
+        """nginx's ngx_conf_log_error(NGX_LOG_WARN, ...): said at once, and the config goes on."""
+        text = str(ConfigError(msg, node.file, node.line))
+        if self.log is not None:
+            self.log.warn("%s", text)
+        else:
+            sys.stderr.write(f"ngxws: [warn] {text}\n")
 
     def full_path(self, path: str) -> str:
         return path if path.startswith("/") else self.prefix + path

@@ -7,10 +7,18 @@ read (and for ``-t``) messages go to stderr as ``ngxws: [emerg] message``.
 
 Formatting costs more than anything else here, so callers on hot paths test
 ``log.debug_enabled`` (or compare ``log.level``) before building arguments.
+
+A log file that cannot be written (a full disk) never raises: the line is lost, and the
+file says so at most once a minute per process (nginx's rule for access logs), as an
+``alert`` on the error log's other sinks, or on stderr when none of them took it
+(``ErrorLog.report``). A file that could not be reopened (its directory removed) keeps
+its old descriptor and is reported the same way, once.
 """
 
+import errno
 import logging
 import os
+import stat
 import sys
 import time
 
@@ -24,14 +32,33 @@ for _n, _name in enumerate(LEVELS, 1):
     logging.addLevelName(60 - _n * 5, _name)
 
 
+class ReopenError(OSError):
+    """A reopen that failed, with the call that did: "open", "fstat", "chown" or "chmod"."""
+
+    def __init__(self, call, err):
+        super().__init__(err.errno, err.strerror)
+        self.call = call
+
+
+#: how often a file that cannot be written says so, seconds
+WRITE_ERROR_INTERVAL = 60
+_monotonic = time.monotonic
+
+
 class LogFile:
     """A file opened by path, append-only, that can be reopened (USR1)."""
 
-    __slots__ = ("path", "fd")
+    __slots__ = ("path", "fd", "log", "failing", "error_time")
 
     def __init__(self, path):
         self.path = path
         self.fd = -1
+        #: the ErrorLog that hears about this file's write errors (None: stderr)
+        self.log = None
+        #: the last write did not go through
+        self.failing = False
+        #: monotonic time of the last report of a write error
+        self.error_time = None
 
     def open(self):
         """Open the file; raise OSError with nginx's open() wording as the caller's text."""
@@ -39,14 +66,65 @@ class LogFile:
 
     def write(self, data):
         try:
-            os.write(self.fd, data)
-        except OSError:
-            # Nowhere left to say it; a full disk must not take the worker down.
+            n = os.write(self.fd, data)
+        except OSError as e:
+            # A full disk must not take the worker down, nor hold up what it serves.
+            self._failed('write() to "%s" failed (%d: %s)' % (self.path, e.errno, e.strerror))
             return
+        if n != len(data):
+            self._failed('write() to "%s" was incomplete: %d of %d' % (self.path, n, len(data)))
+        elif self.failing:
+            self.failing = False
 
-    def reopen(self):
-        """Open the path again and swap descriptors; on failure keep the old file."""
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    def _failed(self, msg):
+        self.failing = True
+        now = _monotonic()
+        if self.error_time is not None and now - self.error_time < WRITE_ERROR_INTERVAL:
+            return
+        self.error_time = now
+        if self.log is not None:
+            self.log.report((self,), msg)
+        else:
+            write_stderr(("%s [alert] %d#%d: %s\n" % (_clock.now(), os.getpid(), os.getpid(), msg))
+                         .encode("utf-8", "backslashreplace"))
+
+    def reopen(self, uid=None):
+        """Open the path again and swap descriptors; on failure keep the old file.
+
+        `uid` (the master, for workers that run as another user): the file is given to that
+        user and made readable and writable by its owner, so that the workers can reopen it
+        in turn (nginx's ngx_reopen_files). Raises ReopenError.
+        """
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        give = uid is not None
+        try:
+            try:
+                # A file is given away only when it is the directory's own: never a symlink's
+                # target, or whoever may write the log directory (the workers' user, say) could
+                # have the master hand it any file of the system.
+                fd = os.open(self.path, flags | (os.O_NOFOLLOW if give else 0), 0o644)
+            except OSError as e:
+                if not give or e.errno != errno.ELOOP:
+                    raise
+                give = False
+                fd = os.open(self.path, flags, 0o644)
+        except OSError as e:
+            raise ReopenError("open", e) from None
+        if give:
+            call = "fstat"
+            try:
+                st = os.fstat(fd)
+                # a regular file with no other name (a hard link to another file is not ours)
+                if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+                    if st.st_uid != uid:
+                        call = "chown"
+                        os.fchown(fd, uid, -1)
+                    if st.st_mode & 0o600 != 0o600:
+                        call = "chmod"
+                        os.fchmod(fd, st.st_mode | 0o600)
+            except OSError as e:
+                os.close(fd)
+                raise ReopenError(call, e) from None
         old, self.fd = self.fd, fd
         if old >= 0:
             os.close(old)
@@ -57,24 +135,31 @@ class LogFile:
             self.fd = -1
 
 
+def write_stderr(data):
+    """True when stderr took `data` whole."""
+    try:
+        return os.write(2, data) == len(data)
+    except OSError:
+        return False
+
+
 class StderrFile:
     """stderr as a log file: never reopened, never closed."""
 
-    __slots__ = ("path",)
+    __slots__ = ("path", "failing")
 
     def __init__(self):
         self.path = "stderr"
+        #: nowhere to report its own errors: a line stderr did not take is lost
+        self.failing = False
 
     def open(self):
         pass
 
     def write(self, data):
-        try:
-            os.write(2, data)
-        except OSError:
-            return
+        self.failing = not write_stderr(data)
 
-    def reopen(self):
+    def reopen(self, uid=None):
         pass
 
     def close(self):
@@ -167,6 +252,21 @@ class ErrorLog(_Levels):
         for f, lvl in self.sinks:
             if level <= lvl or force:
                 f.write(line)
+
+    def report(self, failed, msg):
+        """An ``alert`` about the files in `failed` (that cannot be written, or reopened): to
+        every other sink that takes alerts, and to stderr when none of them took it."""
+        line = ("%s [alert] %d#%d: %s\n" % (_clock.now(), self.pid, self.pid, msg)).encode(
+            "utf-8", "backslashreplace")
+        told = False
+        for f, lvl in self.sinks:
+            if lvl < ALERT or f in failed:
+                continue
+            f.write(line)
+            if not f.failing:
+                told = True
+        if not told:
+            write_stderr(line)
 
     def reopen(self):
         for f, _ in self.sinks:

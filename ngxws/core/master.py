@@ -177,7 +177,8 @@ class Master:
             if not (self.quitting or self.terminating):
                 self.reload()
         elif signo == signal.SIGUSR1:
-            self.cycle.reopen_files()
+            user = self.cycle.conf("core").user
+            self.cycle.reopen_files(user.uid if user is not None else None)
             self.signal_workers(CMD_REOPEN, signal.SIGUSR1)
         elif signo == signal.SIGWINCH:
             self.signal_workers(CMD_RETIRE, signal.SIGWINCH)

@@ -4,8 +4,10 @@ Theory of operation.  After fork the worker builds its own EventLoop (the
 selector is made here, never shared with the master), its ConnectionPool, and
 starts accepting on the listening sockets it inherited.  Then every module's
 ``init_process`` runs (the WebSocket module opens its private push port
-there).  A failure before the first iteration is a boot failure: the worker
-exits with EXIT_BOOT_FAILED and the master stops rather than respawn it.
+there), and the worker switches to the ``user`` of the config (core_module.py)
+before its first loop iteration.  A failure before the first iteration is a
+boot failure: the worker exits with EXIT_BOOT_FAILED and the master stops
+rather than respawn it.
 
 Commands reach it over its channel (one byte each) or as signals whose
 handlers only set a flag and wake the loop through ``set_wakeup_fd``.
@@ -20,12 +22,13 @@ bounds the wait; when it fires, modules close what they hold (WebSockets with
 
 import gc
 import ipaddress
+import os
 import signal
 import socket
 
 from .channel import CMD_QUIT, CMD_REOPEN, CMD_RETIRE, CMD_TERMINATE, EXIT_BOOT_FAILED
 from .connection import Connection, ConnectionPool
-from .core_module import raise_nofile
+from .core_module import raise_nofile, set_core_limit, set_dumpable, switch_user
 from .log import ConnectionLog
 from .loop import Event, EventLoop
 
@@ -118,6 +121,8 @@ class Worker:
         core = cycle.conf("core")
         if core.worker_rlimit_nofile:
             raise_nofile(log, core.worker_rlimit_nofile)
+        if core.worker_rlimit_core is not None:
+            set_core_limit(log, core.worker_rlimit_core)
         events = cycle.conf("events")
         loop = EventLoop(log)
         cycle.loop = loop
@@ -142,9 +147,28 @@ class Worker:
             loop.add_listening(ls)
         for m in cycle.modules:
             m.init_process(cycle)
+        self.drop_privileges(core)
         # Everything made so far lives as long as the worker: keep it out of the
         # cyclic collector's full passes, which otherwise walk it again and again.
         gc.freeze()
+
+    def drop_privileges(self, core):
+        """nginx's worker init, after the modules' init_process (so that a push port below
+        1024 can still be bound) and before the first client byte is read: the user switch,
+        then PR_SET_DUMPABLE and working_directory, which nginx does after it too. A failure
+        is a boot failure, as in nginx (exit code 2, never respawned)."""
+        log = self.log
+        if core.user is not None and os.geteuid() == 0:
+            if not switch_user(log, core.user):
+                raise SystemExit(EXIT_BOOT_FAILED)
+        if core.worker_rlimit_core is not None or core.working_directory:
+            set_dumpable(log)
+        if core.working_directory:
+            try:
+                os.chdir(core.working_directory)
+            except OSError as e:
+                log.alert('chdir("%s") failed (%d: %s)', core.working_directory, e.errno, e.strerror)
+                raise SystemExit(EXIT_BOOT_FAILED) from None
 
     # -- the loop ---------------------------------------------------------
 
@@ -166,7 +190,8 @@ class Worker:
                 self.reopen = False
                 for m in self.cycle.modules:
                     m.reopen(self.cycle)
-                self.cycle.reopen_files()
+                # with a master, it reopened first and said what failed
+                self.cycle.reopen_files(worker=self.cycle.conf("core").master_process)
                 self.log.notice("reopening logs")
             if self.shutting_down and self.done():
                 self.log.notice("exiting")

@@ -136,28 +136,61 @@ _PARAM = re.compile(rb'\s*([A-Za-z0-9_!#$%&\'*+.^`|~-]+)\s*(?:=\s*("?)([0-9]+)\2
 class Deflate(PerMessageDeflate):
     """wsproto's PerMessageDeflate, with bounded inflation and optional outbound compression.
 
-    `max_size` bounds what one read may inflate to, so a small compressed frame cannot balloon
-    past the message limit before the size check sees it (a zip bomb answered with 1009).
+    Inflation is bounded by the message limit as the bytes arrive: each read inflates to at
+    most what the message may still hold plus one byte, so a small compressed frame cannot
+    balloon past the limit before the size check sees it (a zip bomb answered with 1009).
+    The frame headers are judged by a `MessageLimit` of its own (one extension per session).
     """
 
     def __init__(self, compress: bool, server_bits: int, client_bits: int,
-                 max_size: int) -> None:
+                 max_size: int, max_frame_size: int = 0) -> None:
         super().__init__(client_no_context_takeover=True, client_max_window_bits=client_bits,
                          server_no_context_takeover=True,
                          server_max_window_bits=max(server_bits, 9))
         self.compress_out = compress
         self.max_size = max_size
+        self.limit = MessageLimit(max_size, max_frame_size)
+        #: bytes the compressed message in progress has inflated to so far
+        self.inflated = 0
         self.finalize("permessage-deflate")
+
+    def frame_inbound_header(self, proto, opcode, rsv, payload_length):
+        result = super().frame_inbound_header(proto, opcode, rsv, payload_length)
+        if type(result) is CloseReason:
+            return result
+        verdict = self.limit.frame_inbound_header(proto, opcode, rsv, payload_length)
+        if type(verdict) is CloseReason:
+            return verdict
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            self.inflated = 0
+        return result
 
     def frame_inbound_payload_data(self, proto, data):
         if not self._inbound_compressed or not self._inbound_is_compressible:
             return data
+        left = self.max_size - self.inflated
         try:
-            out = self._decompressor.decompress(data, self.max_size + 1)
+            out = self._decompressor.decompress(data, left + 1)
         except zlib.error:
             return CloseReason.INVALID_FRAME_PAYLOAD_DATA
-        if len(out) > self.max_size or self._decompressor.unconsumed_tail:
+        if len(out) > left or self._decompressor.unconsumed_tail:
             return CloseReason.MESSAGE_TOO_BIG
+        self.inflated += len(out)
+        return out
+
+    def frame_inbound_complete(self, proto, fin):
+        limit = self.limit
+        if limit.control:
+            # A PING between the fragments of a compressed message: the message goes on.
+            # PerMessageDeflate would end its inflation here and pass the rest uncompressed.
+            return None
+        limit.frame_inbound_complete(proto, fin)
+        out = super().frame_inbound_complete(proto, fin)
+        if out and type(out) is not CloseReason:
+            # the end of a compressed message: what zlib still held when its input ran out
+            self.inflated += len(out)
+            if self.inflated > self.max_size:
+                return CloseReason.MESSAGE_TOO_BIG
         return out
 
     def frame_outbound(self, proto, opcode, rsv, data, fin):
@@ -172,13 +205,34 @@ class Deflate(PerMessageDeflate):
         return rsv, data
 
 
-class FrameLimit(Extension):
-    """Not an extension on the wire: refuses frames over websocket_max_frame_size with 1009."""
+class MessageLimit(Extension):
+    """Not an extension on the wire: websocket_max_message_size and websocket_max_frame_size
+    applied to each data frame's header, where wsproto has its announced length and has read
+    none of its payload.
 
-    name = "ngxws-frame-limit"
+    A data frame is refused with 1009 when its length is over websocket_max_frame_size, or
+    when it would take its message (the lengths of the message's earlier frames plus its own)
+    over websocket_max_message_size: a header announcing 2^63-1 bytes costs the server its
+    14 bytes, not a megabyte. For an uncompressed message the wire bytes are the message's
+    bytes, so the check is exact. A compressed one (RSV1) may inflate to anything, and its
+    wire bytes only bound it from below: it is refused at a header only once its compressed
+    bytes are past `deflate_bound(limit)`, which no deflate encoder reaches for a message
+    within the limit; what it inflates to is bounded as it arrives (`Deflate`).
+    """
 
-    def __init__(self, max_frame_size: int) -> None:
+    __slots__ = ("max_message_size", "max_frame_size", "received", "bound", "control")
+    name = "ngxws-message-limit"
+
+    def __init__(self, max_message_size: int, max_frame_size: int = 0) -> None:
+        self.max_message_size = max_message_size
+        #: 0: no frame limit of its own
         self.max_frame_size = max_frame_size
+        #: payload bytes announced by the message in progress, its current frame included
+        self.received = 0
+        #: what those may reach: the limit, or deflate_bound(limit) for a compressed message
+        self.bound = max_message_size
+        #: the current frame is a control frame (PING, PONG, CLOSE: never part of a message)
+        self.control = False
 
     def enabled(self) -> bool:
         return True
@@ -187,9 +241,37 @@ class FrameLimit(Extension):
         return False
 
     def frame_inbound_header(self, proto, opcode, rsv, payload_length):
-        if payload_length > self.max_frame_size:
+        if opcode.iscontrol():
+            # wsproto refuses over 125 bytes with 1002 before any extension is asked
+            self.control = True
+            return _NO_RSV
+        self.control = False
+        if self.max_frame_size and payload_length > self.max_frame_size:
             return CloseReason.MESSAGE_TOO_BIG
-        return RsvBits(False, False, False)
+        if opcode is Opcode.CONTINUATION:
+            received = self.received + payload_length
+        else:
+            received = payload_length
+            self.bound = deflate_bound(self.max_message_size) if rsv.rsv1 else \
+                self.max_message_size
+        if received > self.bound:
+            return CloseReason.MESSAGE_TOO_BIG
+        self.received = received
+        return _NO_RSV
+
+    def frame_inbound_complete(self, proto, fin):
+        if fin and not self.control:
+            self.received = 0
+        return None
+
+
+_NO_RSV = RsvBits(False, False, False)
+
+
+def deflate_bound(size: int) -> int:
+    """More compressed bytes than any deflate encoder makes of `size` bytes: stored blocks add
+    5 bytes per 64 KiB, fixed Huffman codes at most 9 bits per byte (an eighth)."""
+    return size + (size >> 3) + 64
 
 
 def _parse_offer(offer: bytes):
@@ -208,7 +290,7 @@ def _parse_offer(offer: bytes):
     return name, params
 
 
-def negotiate_deflate(headers, max_size: int, server_bits: int = 15):
+def negotiate_deflate(headers, max_size: int, server_bits: int = 15, max_frame_size: int = 0):
     """First acceptable permessage-deflate offer -> (Deflate, response value) or (None, None)."""
     offers = []
     for value in _values(headers, b"sec-websocket-extensions"):
@@ -244,7 +326,8 @@ def negotiate_deflate(headers, max_size: int, server_bits: int = 15):
             if not ok:
                 break
         if ok:
-            return Deflate(compress, bits, client_bits, max_size), b"; ".join(answer)
+            return (Deflate(compress, bits, client_bits, max_size, max_frame_size),
+                    b"; ".join(answer))
     return None, None
 
 

@@ -24,7 +24,7 @@ from ..core.directives import (UNSET, Args, ConfigError, Ctx, Directive, Slot, m
                                set_enum, set_flag, set_size, set_str)
 from ..http.module import HttpModule
 from . import handshake, upstream as upstream_module
-from .handshake import FrameLimit, ProtocolError
+from .handshake import ProtocolError
 from .push import open_push_ports, reply
 from .session import Session
 
@@ -244,11 +244,10 @@ def websocket_handler(r) -> None:
     extensions = []
     ext_value = None
     if conf.deflate:
-        ext, ext_value = handshake.negotiate_deflate(r.headers, conf.max_message_size)
+        ext, ext_value = handshake.negotiate_deflate(r.headers, conf.max_message_size,
+                                                     max_frame_size=conf.max_frame_size)
         if ext is not None:
             extensions.append(ext)
-    if conf.max_frame_size:
-        extensions.append(FrameLimit(conf.max_frame_size))
     session = Session(loc, None if loc.path else r.uri)
 
     def accept(headers=(), backend_subprotocol=None):

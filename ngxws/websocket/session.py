@@ -48,7 +48,7 @@ from wsproto.events import (BytesMessage, CloseConnection, Ping, Pong, TextMessa
 
 from ..http.stub_status import stats as _stats
 from . import frames, keepalive
-from .handshake import FrameLimit
+from .handshake import MessageLimit
 
 #: how long we wait for the peer's Close after sending ours
 CLOSE_TIMEOUT = 5000
@@ -89,8 +89,8 @@ class Location:
     """What sessions of one `websocket` location share in a worker (one object, many sessions)."""
 
     __slots__ = ("conf", "loop", "log", "ping_interval", "idle_interval", "max_message_size",
-                 "send_buffer_size", "slow_close", "push_prefixes", "path", "frame_limit",
-                 "sessions")
+                 "max_frame_size", "send_buffer_size", "slow_close", "push_prefixes", "path",
+                 "frame_limit", "sessions")
 
     def __init__(self, conf, loop, log=None, path="/", sessions=None):
         self.conf = conf
@@ -102,10 +102,13 @@ class Location:
         self.ping_interval = conf.ping_interval
         self.idle_interval = conf.idle_interval
         self.max_message_size = conf.max_message_size
+        self.max_frame_size = getattr(conf, "max_frame_size", 0) or 0
         self.send_buffer_size = conf.send_buffer_size
         self.slow_close = conf.slow_client == "close"
-        #: the largest client frame frames.decode() takes (wsproto refuses larger ones with 1009)
-        self.frame_limit = min(getattr(conf, "max_frame_size", 0) or 65535, 65535)
+        #: the largest client frame frames.decode() takes; a larger one goes to wsproto, whose
+        #: MessageLimit refuses it at its header when it is over either limit. Never over the
+        #: message limit, so a message decode() returns is within it.
+        self.frame_limit = min(self.max_frame_size or 65535, 65535, self.max_message_size)
         #: "HOST:PORT" of each push URL; filled when the push port is open
         self.push_prefixes = ()
         #: the location's URI as it appears in push URLs
@@ -117,9 +120,9 @@ class Location:
 
 
 class Session:
-    __slots__ = ("id", "conn", "loc", "ws", "state", "out", "queued", "parts", "parts_size",
-                 "last_in", "last_ping", "upstream", "path", "paused", "close_code",
-                 "close_reason", "closed_by", "held")
+    __slots__ = ("id", "conn", "loc", "ws", "state", "out", "queued", "parts", "last_in",
+                 "last_ping", "upstream", "path", "paused", "close_code", "close_reason",
+                 "closed_by", "held")
 
     def __init__(self, loc: Location, path: str | None = None):
         self.id = new_id()
@@ -130,9 +133,8 @@ class Session:
         #: queued chunks (bytes or memoryview), None when empty
         self.out = None
         self.queued = 0
-        #: pieces of a fragmented message in progress, None between messages
+        #: the bytes (UTF-8 for text) of a message in pieces, None between messages
         self.parts = None
-        self.parts_size = 0
         #: loop ms of the last bytes received, and of our last keep-alive PING
         self.last_in = 0
         self.last_ping = 0
@@ -157,7 +159,11 @@ class Session:
         return self.loc.push_urls(self.id, self.path)
 
     def attach(self, conn, response: bytes, trailing: bytes = b"", extensions=None) -> None:
-        """Take over `conn`: queue the 101 `response` and the push URL message, start reading."""
+        """Take over `conn`: queue the 101 `response` and the push URL message, start reading.
+
+        `extensions`: the negotiated ones (permessage-deflate, which judges frame headers
+        itself); without any, a MessageLimit applies the limits at each frame's header.
+        """
         loc = self.loc
         loop = loc.loop
         self.conn = conn
@@ -166,9 +172,11 @@ class Session:
         conn.write.handler = ws_write_handler
         if conn.log is not None:
             conn.log.action = "serving websocket"
-        self.ws = WsConnection(ConnectionType.SERVER, extensions)
-        if extensions and any(type(ext) is not FrameLimit for ext in extensions):
+        if not extensions:
+            extensions = [MessageLimit(loc.max_message_size, loc.max_frame_size)]
+        elif any(type(ext) is not MessageLimit for ext in extensions):
             self.held = _WSPROTO
+        self.ws = WsConnection(ConnectionType.SERVER, extensions)
         loc.sessions[self.id] = self
         now = loop.now_ms
         self.last_in = now
@@ -336,7 +344,8 @@ class Session:
             if messages:
                 done = 0
                 for message in messages:
-                    self._on_message(message)
+                    # within the message limit: Location.frame_limit is not over it
+                    self._deliver(message, None)
                     done += 1
                     if self.paused or self.state is not OPEN:
                         # the messages not taken wait in wsproto's buffer, as _process() leaves
@@ -387,39 +396,36 @@ class Session:
         if self.state is not OPEN:
             return
         data = event.data
-        loc = self.loc
-        limit = loc.max_message_size
-        if self.parts is None and event.message_finished:
+        limit = self.loc.max_message_size
+        parts = self.parts
+        if parts is None and event.message_finished:
             # The common case, a message in one piece: the exact UTF-8 size is needed only
             # when the character count could be over the limit.
             if len(data) * 4 > limit and self._size(data) > limit:
                 self._too_big()
                 return
         else:
-            size = self.parts_size + self._size(data)
-            if size > limit:
-                self._too_big()
-                return
-            self.parts_size = size
-            if self.parts is None:
-                self.parts = [data]
+            # A message in pieces (fragments, or a frame wsproto hands over as it arrives)
+            # gathers as bytes in one bytearray: memory follows the message's size, not the
+            # number of its pieces (a million 1-byte or empty fragments cost no more).
+            text = type(data) is str
+            chunk = data.encode("utf-8", "surrogatepass") if text else data
+            if parts is None:
+                if len(chunk) > limit:
+                    self._too_big()
+                    return
+                parts = self.parts = bytearray(chunk)
             else:
-                self.parts.append(data)
+                if len(parts) + len(chunk) > limit:
+                    self._too_big()
+                    return
+                parts += chunk
             if not event.message_finished:
                 return
-            data = ("" if type(data) is str else b"").join(self.parts)
+            data = parts.decode("utf-8", "surrogatepass") if text else bytes(parts)
             self.parts = None
-            self.parts_size = 0
             event = None
         self._deliver(data, event)
-
-    def _on_message(self, data) -> None:
-        """A whole message (str or bytes) from frames.decode()."""
-        limit = self.loc.max_message_size
-        if len(data) * 4 > limit and self._size(data) > limit:
-            self._too_big()
-            return
-        self._deliver(data, None)
 
     def _deliver(self, data, event) -> None:
         """A whole message to the upstream, or echoed with back-pressure."""
@@ -442,7 +448,6 @@ class Session:
 
     def _too_big(self) -> None:
         self.parts = None
-        self.parts_size = 0
         self.conn.log.info("websocket message over websocket_max_message_size %d",
                            self.loc.max_message_size)
         self.close(1009, "message too big")
@@ -461,12 +466,22 @@ class Session:
             self._linger()
         elif ws.state is _OPEN:
             # wsproto's verdict on a bad frame: fail the connection with that code.
-            if log.debug_enabled:
+            code = event.code
+            reason = None
+            if code == 1009:
+                # a MessageLimit refusal at a frame's header, or Deflate's while inflating
+                loc = self.loc
+                log.info("websocket message over websocket_max_message_size %d%s",
+                         loc.max_message_size,
+                         " or frame over websocket_max_frame_size %d" % loc.max_frame_size
+                         if loc.max_frame_size else "")
+                reason = "message too big"
+            elif log.debug_enabled:
                 log.debug("websocket invalid frame: %s", event.reason)
             self.closed_by = "server"
-            self.close_code = event.code
-            self.close_reason = event.reason or ""
-            self._queue(ws.send(CloseConnection(code=event.code)))
+            self.close_code = code
+            self.close_reason = reason or event.reason or ""
+            self._queue(ws.send(CloseConnection(code=code, reason=reason)))
             self._linger()
         else:
             # The answer to our Close.

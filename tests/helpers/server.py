@@ -14,8 +14,20 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+#: what keeps a root master's workers root, in make_conf's first line (no line moves)
+ROOT_USER_LINE = " user root;" if os.geteuid() == 0 else ""
+#: the same as arguments, for configs without ``user`` of their own
+ROOT_USER = ("-g", "user root;") if os.geteuid() == 0 else ()
+_USER_RX = re.compile(r"(?m)(^|;)\s*user\s")
+
+
+def user_args(conf_text):
+    """ROOT_USER unless the config names its own user."""
+    return () if _USER_RX.search(conf_text) else ROOT_USER
+
+
 BASE_CONF = """\
-daemon off;
+daemon off;{user}
 master_process {master};
 worker_processes {workers};
 pid {prefix}/ngxws.pid;
@@ -81,6 +93,12 @@ class Server:
         self.args = list(args)
         self.proc = None
         self.allowed = []
+        #: the interpreter, extra environment and preexec_fn the master is started with
+        self.python = sys.executable
+        self.env = {}
+        self.preexec_fn = None
+        #: None: ROOT_USER for a config without ``user``; () runs it as it is
+        self.user_args = None
 
     def write_conf(self, text):
         with open(self.conf_path, "w") as f:
@@ -89,15 +107,21 @@ class Server:
     # -- process -----------------------------------------------------------
 
     def command(self, *extra):
-        return [sys.executable, "-m", "ngxws", "-p", self.prefix + "/", "-c", self.conf_path, *self.args, *extra]
+        users = self.user_args
+        if users is None:
+            with open(self.conf_path) as f:
+                users = user_args(f.read())
+        return [self.python, "-m", "ngxws", "-p", self.prefix + "/", "-c", self.conf_path, *users,
+                *self.args, *extra]
 
     def start(self, wait=True):
         self.stdout = open(os.path.join(self.prefix, "stdout.txt"), "wb")
         self.stderr_path = os.path.join(self.prefix, "stderr.txt")
         self.stderr = open(self.stderr_path, "wb")
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env.update(self.env)
         self.proc = subprocess.Popen(self.command(), cwd=self.prefix, stdout=self.stdout, stderr=self.stderr,
-                                     stdin=subprocess.DEVNULL, env=env)
+                                     stdin=subprocess.DEVNULL, env=env, preexec_fn=self.preexec_fn)
         if wait:
             wait_for(lambda: self.master_pid() or self.proc.poll() is not None, 15, what="pid file")
             if self.proc.poll() is not None:
@@ -206,9 +230,9 @@ class Server:
 
 
 def make_conf(prefix, http=None, main="", workers=1, level="info", worker_connections=1024, master="on",
-              http_main="access_log off;"):
+              http_main="access_log off;", user=ROOT_USER_LINE):
     http_block = ""
     if http is not None:
         http_block = "http {\n    %s\n%s\n}\n" % (http_main, http)
     return BASE_CONF.format(prefix=prefix, main=main, workers=workers, level=level, master=master,
-                            worker_connections=worker_connections, http_block=http_block)
+                            worker_connections=worker_connections, http_block=http_block, user=user)

@@ -11,6 +11,11 @@ teardown; a test fails at teardown if the error log holds an ``[alert]``,
 ``[crit]`` or ``[emerg]`` line it did not declare (``srv.allow("pattern")``),
 as nginx-tests does.
 
+Run as root (CI), ngxws would switch its workers to ``nobody``, which cannot read a
+Python under /root (pyenv): a config without a ``user`` directive of its own gets
+``-g "user root;"`` (``ROOT_USER`` in tests/helpers/server.py), and test_user.py covers
+the switch itself.
+
 The helpers test files import (`wait_for`, `make_conf`, `Server`, ...) are in
 tests/helpers/server.py.
 """
@@ -24,9 +29,11 @@ from tests.helpers.server import Server, make_conf
 def ngxws_server(tmp_path, request):
     servers = []
 
-    def factory(http=None, conf=None, start=True, **kw):
-        prefix = tmp_path / ("p%d" % len(servers))
-        prefix.mkdir()
+    def factory(http=None, conf=None, start=True, prefix=None, **kw):
+        """`prefix`: a directory of the test's own (one other users can reach), else in tmp_path."""
+        if prefix is None:
+            prefix = tmp_path / ("p%d" % len(servers))
+            prefix.mkdir()
         text = conf if conf is not None else make_conf(str(prefix), http=http, **kw)
         text = text.replace("{prefix}", str(prefix))
         srv = Server(prefix, text)

@@ -26,7 +26,7 @@ import urllib.request
 import pytest
 import websocket  # websocket-client
 
-from .conftest import ROOT, children_of, pid_alive, wait_for
+from tests.helpers.server import ROOT, children_of, pid_alive, wait_for
 
 CONTRIB = os.path.join(ROOT, "contrib")
 

@@ -11,9 +11,11 @@ import socket
 import threading
 import time
 
+import pytest
 import websocket  # websocket-client
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+from wsproto.extensions import PerMessageDeflate
 
 from tests.helpers.server import wait_for
 
@@ -361,6 +363,73 @@ def test_oversize_message_closed_1009(ngxws_server):
     (ev,) = c.events(1)
     assert isinstance(ev, CloseConnection) and ev.code == 1009
     c.close()
+
+
+def frame_head(opcode, length, fin=True, rsv1=False):
+    """A masked client frame header, mask key included, announcing `length` payload bytes."""
+    b0 = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
+    if length < 126:
+        out = bytes((b0, 0x80 | length))
+    elif length < 65536:
+        out = bytes((b0, 0x80 | 126)) + length.to_bytes(2, "big")
+    else:
+        out = bytes((b0, 0x80 | 127)) + length.to_bytes(8, "big")
+    return out + os.urandom(4)
+
+
+def masked(opcode, payload, fin=True):
+    head = frame_head(opcode, len(payload), fin)
+    key = head[-4:]
+    return head + bytes(b ^ key[i & 3] for i, b in enumerate(payload))
+
+
+@pytest.mark.parametrize("case", ["2^63-1", "limit+1", "continuation", "deflate"])
+def test_frame_over_message_limit_closed_at_its_header(ngxws_server, case):
+    # websocket_max_frame_size at its default (0): the message limit alone refuses the frame,
+    # from its header; the client sends no byte of the payload it announced.
+    extra = "websocket_max_message_size 1m;"
+    headers = ()
+    extensions = None
+    if case == "deflate":
+        extra += " websocket_deflate on;"
+        headers = (b"Sec-WebSocket-Extensions: permessage-deflate",)
+
+        def extensions(head):
+            ext = PerMessageDeflate()
+            m = re.search(rb"Sec-WebSocket-Extensions: ([^\r]*)", head)
+            if m:
+                ext.finalize(m.group(1).decode())
+            return [ext]
+    srv = ngxws_server(**ws_http(extra))
+    port = srv.port()
+    c = RawClient(port, headers=headers, extensions=extensions)
+    assert c.status == 101
+    (urls,) = c.events(1)
+    limit = 1 << 20
+    if case == "2^63-1":
+        c.sock.sendall(frame_head(0x2, (1 << 63) - 1))
+    elif case == "limit+1":
+        c.sock.sendall(frame_head(0x2, limit + 1))
+    elif case == "continuation":
+        c.sock.sendall(masked(0x2, b"x" * (limit - 10), fin=False))
+        c.sock.sendall(frame_head(0x0, 11))
+    else:
+        # compressed: refused once the compressed bytes are past what deflate could make
+        c.sock.sendall(frame_head(0x2, (1 << 63) - 1, rsv1=True))
+    events = c.events(1, timeout=5)
+    assert events and isinstance(events[-1], CloseConnection), events
+    assert events[-1].code == 1009
+    assert c.eof()
+    c.close()
+    # the worker goes on serving others
+    other = websocket.create_connection("ws://127.0.0.1:%d/ws" % port, timeout=5)
+    url = first_url(other)
+    other.send("still here")
+    assert other.recv() == "still here"
+    assert push(url, "pushed") == 204
+    assert other.recv() == "pushed"
+    other.close()
+    srv.wait_log(r"\[info\].*websocket message over websocket_max_message_size 1048576")
 
 
 def _rss_kb(pid):

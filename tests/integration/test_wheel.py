@@ -26,7 +26,7 @@ import websocket  # websocket-client
 
 import ngxws
 
-from .conftest import ROOT, children_of, pid_alive, wait_for
+from tests.helpers.server import ROOT, children_of, pid_alive, wait_for
 
 VERSION = ngxws.__version__
 DATA = ("ngxws/prefix/conf/nginx.conf", "ngxws/prefix/html/index.html")

@@ -34,6 +34,8 @@ class MemorySink:
     """An ErrorLog sink that keeps its lines."""
 
     path = "memory"
+    #: as LogFile's: the last write did not go through (never, here)
+    failing = False
 
     def __init__(self):
         self.lines = []

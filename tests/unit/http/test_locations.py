@@ -118,7 +118,7 @@ def servers(tmp_path_factory):
     d = tmp_path_factory.mktemp("loc")
     conf = d / "nginx.conf"
     (d / "logs").mkdir()
-    conf.write_text("events {}\nhttp {\naccess_log off;\n%s\n}\n" % SERVERS.replace("PORT", "8080"))
+    conf.write_text("user root; events {}\nhttp {\naccess_log off;\n%s\n}\n" % SERVERS.replace("PORT", "8080"))
     cycle = Cycle.build(str(d) + "/", str(conf), MODULES, test_only=True)
     tables = cycle.conf("http").http.listen_tables
     assert len(tables) == 1
@@ -218,7 +218,7 @@ def check_against_nginx(port=18090):   # pragma: no cover - run by hand with ngi
 def build(tmp_path, http):
     (tmp_path / "logs").mkdir(exist_ok=True)
     conf = tmp_path / "nginx.conf"
-    conf.write_text("events {}\nhttp {\naccess_log off;\n%s\n}\n" % http)
+    conf.write_text("user root; events {}\nhttp {\naccess_log off;\n%s\n}\n" % http)
     return Cycle.build(str(tmp_path) + "/", str(conf), MODULES, test_only=True)
 
 

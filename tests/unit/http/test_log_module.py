@@ -420,7 +420,7 @@ def build(tmp_path, http):
     from ngxws.modules import MODULES
     (tmp_path / "logs").mkdir(exist_ok=True)
     conf = tmp_path / "ngxws.conf"
-    conf.write_text("events {}\nhttp {\n%s\n}\n" % http)
+    conf.write_text("user root; events {}\nhttp {\n%s\n}\n" % http)
     return Cycle.build(str(tmp_path) + "/", str(conf), MODULES, test_only=True), str(conf)
 
 

@@ -14,7 +14,7 @@ from ngxws.websocket.session import Location, Session
 def build(tmp_path, http):
     conf = tmp_path / "ngxws.conf"
     (tmp_path / "logs").mkdir(exist_ok=True)
-    conf.write_text("events {}\nhttp {\naccess_log off;\n%s\n}\n" % http)
+    conf.write_text("user root; events {}\nhttp {\naccess_log off;\n%s\n}\n" % http)
     return Cycle.build(str(tmp_path) + "/", str(conf), MODULES, test_only=True)
 
 

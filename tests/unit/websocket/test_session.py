@@ -1,6 +1,7 @@
 """Session over a real socketpair, driven by the real EventLoop on a fake clock."""
 
 import socket
+import tracemalloc
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -92,6 +93,97 @@ def test_oversize_fragmented_message():
         h.send(BytesMessage(b"x" * 40, message_finished=False))
     (ev,) = h.events()
     assert isinstance(ev, CloseConnection) and ev.code == 1009
+
+
+def raw(opcode, payload=b"", fin=True, length=None):
+    """A masked client frame (zero mask); `length` announces another length than the payload's."""
+    n = len(payload) if length is None else length
+    b0 = (0x80 if fin else 0) | opcode
+    if n < 126:
+        out = bytes((b0, 0x80 | n))
+    elif n < 65536:
+        out = bytes((b0, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        out = bytes((b0, 0x80 | 127)) + n.to_bytes(8, "big")
+    return out + b"\0\0\0\0" + payload
+
+
+@pytest.mark.parametrize("length", [(1 << 63) - 1, 1025, 200])
+def test_frame_header_over_the_limit_closes_before_its_payload(length):
+    # in the fast path's reach (7- and 16-bit lengths) and not (64-bit): 1009 at the header
+    h = Harness(max_message_size=100 if length == 200 else 1024)
+    h.events()
+    h.peer.sendall(raw(0x2, length=length))
+    h.spin()
+    (ev,) = h.events()
+    assert isinstance(ev, CloseConnection) and ev.code == 1009
+    assert "websocket message over websocket_max_message_size" in h.sink.text()
+
+
+@pytest.mark.parametrize("data", [
+    raw(0x2, length=1 << 63),               # lengths with the top bit set are invalid (5.2)
+    raw(0xA, length=126),                   # control frames carry at most 125 bytes
+    raw(0x9, length=126),
+    raw(0xA, b"p", fin=False),              # and are never fragmented
+])
+def test_invalid_headers_are_protocol_errors_in_either_path(data):
+    for trailing in (b"", raw(0x1, b"ok")):
+        h = Harness()
+        h.events()
+        if trailing:
+            # the frame after a plain one: frames.decode() takes the first, wsproto the rest
+            h.peer.sendall(trailing + data)
+        else:
+            h.peer.sendall(data)
+        h.spin()
+        events = h.events(2 if trailing else 1)
+        assert isinstance(events[-1], CloseConnection) and events[-1].code == 1002, events
+        if trailing:
+            assert events[0].data == "ok"
+
+
+def test_continuation_header_over_the_limit_closes_before_its_payload():
+    h = Harness(max_message_size=1024)
+    h.events()
+    h.peer.sendall(raw(0x1, b"a" * 1000, fin=False) + raw(0x0, length=25))
+    h.spin()
+    (ev,) = h.events()
+    assert isinstance(ev, CloseConnection) and ev.code == 1009
+
+
+def test_many_fragments_cost_what_the_message_holds():
+    # 20,000 empty fragments and 10,000 one-byte ones: memory follows the bytes, not the count
+    h = Harness(max_message_size=1 << 20, send_buffer_size=1 << 22)
+    h.events()
+    tracemalloc.start()
+    try:
+        h.peer.sendall(raw(0x2, b"a", fin=False))
+        h.spin()
+        empty = raw(0x0, fin=False) * 4000
+        for _ in range(5):
+            h.session._input(empty)
+        grown_empty = tracemalloc.get_traced_memory()[0]
+        one = raw(0x0, b"b", fin=False) * 2000
+        for _ in range(5):
+            h.session._input(one)
+        grown = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert grown_empty < 64 * 1024
+    assert grown < 64 * 1024 + 2 * 10_000
+    h.session._input(raw(0x0, b"c"))
+    (ev,) = h.events()
+    assert ev.data == b"a" + b"b" * 10_000 + b"c"
+
+
+def test_fragmented_text_split_inside_a_character():
+    h = Harness()
+    h.events()
+    data = "é€😀".encode()
+    h.peer.sendall(b"".join(raw(0x1 if i == 0 else 0x0, data[i:i + 1], fin=i == len(data) - 1)
+                            for i in range(len(data))))
+    (ev,) = h.events()
+    assert ev.data == "é€😀"
 
 
 def test_bad_frame_fails_connection():
