@@ -160,6 +160,10 @@ class Layout:
         self.conf.write_text(self.subst(read("nginx.conf"), {
             "listen 8080;": "listen 127.0.0.1:0;",
             "websocket_push_listen 127.0.0.1:9000-9099;": "websocket_push_listen 127.0.0.1:0;"}))
+        if os.geteuid() == 0:
+            # systemd starts the master as User=ngxws; run as root here, the workers would switch
+            # to nobody, who cannot read a Python under /root (test_user.py covers that)
+            self.conf.write_text("user root;\n" + self.conf.read_text())
         self.unit = parse_unit(self.subst(read("ngxws.service")))
         self.pid_path = self.run / "nginx.pid"
         self.proc = None
