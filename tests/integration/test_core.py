@@ -137,7 +137,7 @@ def test_killed_worker_respawned(ngxws_server):
     os.kill(old[0], signal.SIGKILL)
     srv.allow(r"worker process %d exited on signal 9" % old[0])
     wait_for(lambda: len(srv.workers()) == 2 and old[0] not in srv.workers(), 10, what="respawn")
-    assert re.search(r"\[alert\] \d+#\d+: worker process %d exited on signal 9" % old[0], srv.log_text())
+    srv.wait_log(r"\[alert\] \d+#\d+: worker process %d exited on signal 9" % old[0])
     assert http_get(srv.port()).endswith(b"hello\n")
 
 

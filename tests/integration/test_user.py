@@ -223,6 +223,8 @@ def test_workers_switch_user_push_echo_reload_reopen(ngxws_server, readable):
 
     def check_workers():
         pids = srv.wait_workers(2)
+        # a worker switches right after its init_process: wait (bounded) until every one has
+        wait_for(lambda: all(status(pid)["Uid"][0] != 0 for pid in pids), 10, what="workers switched")
         for pid in pids:
             st = status(pid)
             assert st["Uid"] == [pw.pw_uid] * 4, (pid, st)

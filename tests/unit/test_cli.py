@@ -98,8 +98,11 @@ def test_s_opens_no_log_file(tmp_path, capsys):
     from ngxws.__main__ import main
 
     conf = tmp_path / "nginx.conf"
-    conf.write_text("pid %s/x.pid;\nerror_log %s/e.log;\nevents {}\nhttp { access_log %s/a.log; "
-                    "server { listen 127.0.0.1:0; access_log %s/b.log; } }\n" % ((tmp_path,) * 4))
+    # (user root: as root, -t checks that the workers' user can read Python, which nobody
+    # cannot under /root)
+    conf.write_text("%spid %s/x.pid;\nerror_log %s/e.log;\nevents {}\nhttp { access_log %s/a.log; "
+                    "server { listen 127.0.0.1:0; access_log %s/b.log; } }\n"
+                    % ((("user root;\n" if os.geteuid() == 0 else ""),) + (tmp_path,) * 4))
     (tmp_path / "x.pid").write_text("%d\n" % os.getpid())
     got = []
     old = signal.signal(signal.SIGUSR1, lambda *a: got.append(a[0]))
