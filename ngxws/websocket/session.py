@@ -338,9 +338,6 @@ class Session:
         held = self.held
         if held is None and self.state is OPEN and not self.paused:
             messages, pongs, end = frames.decode(data, self.loc.frame_limit)
-            if pongs and self.conn.log.debug_enabled:
-                for _ in range(pongs):
-                    self.conn.log.debug("websocket pong received")
             if messages:
                 done = 0
                 for message in messages:
@@ -352,7 +349,13 @@ class Session:
                         # them when the queue is over the mark
                         if done < len(messages):
                             end = frames.skip(data, done)
+                            if pongs:
+                                # the pongs past `end` go to wsproto, which logs them itself
+                                pongs = frames.decode(data[:end], self.loc.frame_limit)[1]
                         break
+            if pongs and self.conn.log.debug_enabled:
+                for _ in range(pongs):
+                    self.conn.log.debug("websocket pong received")
             if end == len(data):
                 return
             state = self.state

@@ -343,3 +343,18 @@ def test_session_fast_path_stops_at_the_mark():
     assert not h.session.paused
     h.peer.close()
     h.spin()
+
+
+def test_a_pong_after_the_mark_is_logged_once():
+    # hypothesis found it: the fast path paused after the second message (over the 200-byte
+    # mark) and handed the rest, the pong included, to wsproto, having logged that pong already
+    h = Harness(send_buffer_size=200)
+    h.events()
+    wire = b"".join([h.client.send(TextMessage("é" * 63)), h.client.send(TextMessage("é" * 63)),
+                     h.client.send(TextMessage("")), h.client.send(Pong(b""))])
+    h.peer.sendall(wire)
+    h.spin(1)
+    assert [e.data for e in h.events(3)] == ["é" * 63, "é" * 63, ""]
+    assert h.sink.text().count("websocket pong received") == 1
+    h.peer.close()
+    h.spin()
