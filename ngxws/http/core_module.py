@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ..core.directives import (
     UNSET, Args, ConfigError, ConfSet, Ctx, Directive, Slot, merge, parse_msec, parse_size, set_enum,
-    set_msec, set_num, set_size, set_str,
+    parse_sec, set_flag, set_msec, set_num, set_size, set_str,
 )
 from .locations import AddressServers, LocationError, LocationTree, VirtualServers
 from .module import HttpModule
@@ -82,6 +82,11 @@ class LocationConf:
     lingering_time: object = UNSET
     types: object = UNSET
     default_type: object = UNSET
+    #: accepted for nginx's configs; static files are read and sent by the loop either way
+    sendfile: object = UNSET
+    tcp_nopush: object = UNSET
+    #: TCP_NODELAY on accepted connections (the default server level decides it; off clears it)
+    tcp_nodelay: object = UNSET
     #: the ConfSet of this level: other modules' loc confs
     confs: object = None
     #: nested locations, if any
@@ -528,6 +533,99 @@ _DIRECTIVES_ANY = Ctx.HTTP | Ctx.SRV | Ctx.LOC
 _HS = Ctx.HTTP | Ctx.SRV
 
 
+def _checked(check):
+    """A setter for a directive nginx tunes and ngxws has no use for: its value is checked only."""
+    def setter(cf, node, conf):
+        check(node)
+    return setter
+
+
+def _check_number(node):
+    try:
+        _int(node.args[0])
+    except ValueError:
+        raise ConfigError('"%s" directive invalid number' % node.name) from None
+
+
+def _int(s):
+    if not s.isascii() or not s.isdigit():
+        raise ValueError(s)
+    return int(s)
+
+
+def _check_pool_size(node):
+    # ngx_http_core_pool_size: at least NGX_MIN_POOL_SIZE (112 on 64-bit), a multiple of 16
+    try:
+        size = parse_size(node.args[0])
+    except ValueError:
+        raise ConfigError('"%s" directive invalid value' % node.name) from None
+    if size < 112:
+        raise ConfigError("the pool size must be no less than 112")
+    if size % 16:
+        raise ConfigError("the pool size must be a multiple of 16")
+
+
+def _check_temp_path(node):
+    for level in node.args[1:]:
+        try:
+            if _int(level) == 0:
+                raise ValueError(level)
+        except ValueError:
+            raise ConfigError('"%s" directive invalid value' % node.name) from None
+
+
+def _check_open_file_cache(node):
+    args = node.args
+    if args == ["off"]:
+        return
+    seen_max = False
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        try:
+            if key == "max" and eq and _int(value) > 0:
+                seen_max = True
+                continue
+            if key == "inactive" and eq:
+                parse_sec(value)
+                continue
+        except ValueError:
+            pass
+        raise ConfigError('invalid "open_file_cache" parameter "%s"' % arg)
+    if not seen_max:
+        raise ConfigError('"open_file_cache" must have the "max" parameter')
+
+
+def _check_msec(node):
+    try:
+        parse_msec(node.args[0])
+    except ValueError:
+        raise ConfigError('"%s" directive invalid value' % node.name) from None
+
+
+def _check_flag(node):
+    value = node.args[0]
+    if value.lower() not in ("on", "off") or not value.isascii():
+        raise ConfigError('invalid value "%s" in "%s" directive, it must be "on" or "off"' % (value, node.name))
+
+
+#: nginx's memory and cache tuning: accepted with nginx's checks, nothing to tune in ngxws
+_ACCEPTED = (
+    ("client_body_temp_path", _DIRECTIVES_ANY, Args.TAKE1 | Args.TAKE2 | Args.TAKE3 | Args.TAKE4,
+     _check_temp_path),
+    ("server_names_hash_bucket_size", Ctx.HTTP, Args.TAKE1, _check_number),
+    ("server_names_hash_max_size", Ctx.HTTP, Args.TAKE1, _check_number),
+    ("connection_pool_size", _HS, Args.TAKE1, _check_pool_size),
+    ("request_pool_size", _HS, Args.TAKE1, _check_pool_size),
+    ("types_hash_max_size", _DIRECTIVES_ANY, Args.TAKE1, _check_number),
+    ("types_hash_bucket_size", _DIRECTIVES_ANY, Args.TAKE1, _check_number),
+    ("open_file_cache", _DIRECTIVES_ANY, Args.TAKE12, _check_open_file_cache),
+    ("open_file_cache_valid", _DIRECTIVES_ANY, Args.TAKE1, _check_msec),
+    ("open_file_cache_min_uses", _DIRECTIVES_ANY, Args.TAKE1, _check_number),
+    ("open_file_cache_errors", _DIRECTIVES_ANY, Args.FLAG, lambda node: _check_flag(node)),
+    ("open_file_cache_events", _DIRECTIVES_ANY, Args.FLAG, lambda node: _check_flag(node)),
+)
+
+
 class HttpCoreModule(HttpModule):
     name = "http"
     DIRECTIVES = (
@@ -562,7 +660,10 @@ class HttpCoreModule(HttpModule):
         Directive("lingering_time", _DIRECTIVES_ANY, Args.TAKE1, set_msec("lingering_time"), Slot.LOC),
         Directive("types", _DIRECTIVES_ANY, Args.BLOCK | Args.NOARGS, set_types, Slot.LOC),
         Directive("default_type", _DIRECTIVES_ANY, Args.TAKE1, set_str("default_type"), Slot.LOC),
-    )
+        Directive("sendfile", _DIRECTIVES_ANY, Args.FLAG, set_flag("sendfile"), Slot.LOC),
+        Directive("tcp_nopush", _DIRECTIVES_ANY, Args.FLAG, set_flag("tcp_nopush"), Slot.LOC),
+        Directive("tcp_nodelay", _DIRECTIVES_ANY, Args.FLAG, set_flag("tcp_nodelay"), Slot.LOC),
+    ) + tuple(Directive(name, ctx, args, _checked(check), Slot.LOC) for name, ctx, args, check in _ACCEPTED)
 
     def create_main_conf(self, cf):
         return _HttpBlock()
@@ -586,7 +687,8 @@ class HttpCoreModule(HttpModule):
               server_tokens=True, client_body_timeout=60000, client_max_body_size=1024 * 1024,
               keepalive_timeout=75000, keepalive_header=None, keepalive_requests=1000,
               send_timeout=60000, lingering_close=1, lingering_timeout=5000, lingering_time=30000,
-              types=MIME_TYPES, default_type="text/plain")
+              types=MIME_TYPES, default_type="text/plain", sendfile=False, tcp_nopush=False,
+              tcp_nodelay=True)
         if child.root is None:
             child.root = None   # resolved against the prefix by the cycle's Parser at runtime
 

@@ -975,6 +975,12 @@ def init_connection(conn):
     vs = conn.listening.servers.lookup(conn)
     hc = HttpConnection(conn, vs)
     conn.data = hc
+    if not hc.srv.loc.tcp_nodelay and conn.sock.family != socket.AF_UNIX:
+        # the accept handler sets TCP_NODELAY on every TCP connection; ``tcp_nodelay off`` undoes it
+        try:
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+        except OSError:
+            pass
     conn.log.context = hc.log_context
     conn.read.handler = http_read_handler
     conn.write.handler = http_write_handler
