@@ -180,6 +180,9 @@ def set_load_module(cf, node, conf):
 
     spec = node.args[0]
     path, sep, name = spec.partition(":")
+    if spec.endswith(".so") or ".so." in spec:
+        raise ConfigError('load_module "%s": ngxws loads Python modules only, not shared objects: '
+                          'write "package.module:Class"' % spec)
     if not sep or not path or not name:
         raise ConfigError('invalid module "%s", it must be "package.module:Class"' % spec)
     if conf.modules_loaded_too_late:

@@ -87,6 +87,15 @@ class LocationConf:
     tcp_nopush: object = UNSET
     #: TCP_NODELAY on accepted connections (the default server level decides it; off clears it)
     tcp_nodelay: object = UNSET
+    #: gzip (http/gzip.py): on/off, types (a set of str, "*" for any), min length, level,
+    #: Vary, the lowest HTTP version (bytes), gzip_proxied's words
+    gzip: object = UNSET
+    gzip_types: object = UNSET
+    gzip_min_length: object = UNSET
+    gzip_comp_level: object = UNSET
+    gzip_vary: object = UNSET
+    gzip_http_version: object = UNSET
+    gzip_proxied: object = UNSET
     #: the ConfSet of this level: other modules' loc confs
     confs: object = None
     #: nested locations, if any
@@ -608,6 +617,51 @@ def _check_flag(node):
         raise ConfigError('invalid value "%s" in "%s" directive, it must be "on" or "off"' % (value, node.name))
 
 
+def _set_gzip_comp_level(cf, node, conf):
+    if conf.gzip_comp_level is not UNSET:
+        raise ConfigError('"%s" directive is duplicate' % node.name)
+    try:
+        level = _int(node.args[0])
+    except ValueError:
+        raise ConfigError('"%s" directive invalid number' % node.name) from None
+    if not 1 <= level <= 9:
+        raise ConfigError("value must be between 1 and 9")
+    conf.gzip_comp_level = level
+
+
+def _set_gzip_types(cf, node, conf):
+    if conf.gzip_types is not UNSET:
+        raise ConfigError('"%s" directive is duplicate' % node.name)
+    types = set()
+    for t in node.args:
+        t = t.lower()
+        if t == "text/html":
+            cf.warn(node, 'duplicate MIME type "text/html"')
+        types.add(t)
+    conf.gzip_types = frozenset(types)
+
+
+def _set_gzip_proxied(cf, node, conf):
+    if conf.gzip_proxied is not UNSET:
+        raise ConfigError('"%s" directive is duplicate' % node.name)
+    for word in node.args:
+        if word not in _GZIP_PROXIED:
+            raise ConfigError('invalid value "%s"' % word)
+    conf.gzip_proxied = frozenset(node.args)
+
+
+_GZIP_PROXIED = ("off", "expired", "no-cache", "no-store", "private", "no_last_modified", "no_etag",
+                 "auth", "any")
+
+
+def _check_gzip_buffers(node):
+    try:
+        _int(node.args[0])
+        parse_size(node.args[1])
+    except ValueError:
+        raise ConfigError('"%s" directive invalid value' % node.name) from None
+
+
 #: nginx's memory and cache tuning: accepted with nginx's checks, nothing to tune in ngxws
 _ACCEPTED = (
     ("client_body_temp_path", _DIRECTIVES_ANY, Args.TAKE1 | Args.TAKE2 | Args.TAKE3 | Args.TAKE4,
@@ -623,6 +677,8 @@ _ACCEPTED = (
     ("open_file_cache_min_uses", _DIRECTIVES_ANY, Args.TAKE1, _check_number),
     ("open_file_cache_errors", _DIRECTIVES_ANY, Args.FLAG, lambda node: _check_flag(node)),
     ("open_file_cache_events", _DIRECTIVES_ANY, Args.FLAG, lambda node: _check_flag(node)),
+    ("gzip_buffers", _DIRECTIVES_ANY, Args.TAKE2, _check_gzip_buffers),
+    ("gzip_disable", _DIRECTIVES_ANY, Args.ONEMORE, lambda node: None),
 )
 
 
@@ -663,6 +719,14 @@ class HttpCoreModule(HttpModule):
         Directive("sendfile", _DIRECTIVES_ANY, Args.FLAG, set_flag("sendfile"), Slot.LOC),
         Directive("tcp_nopush", _DIRECTIVES_ANY, Args.FLAG, set_flag("tcp_nopush"), Slot.LOC),
         Directive("tcp_nodelay", _DIRECTIVES_ANY, Args.FLAG, set_flag("tcp_nodelay"), Slot.LOC),
+        Directive("gzip", _DIRECTIVES_ANY, Args.FLAG, set_flag("gzip"), Slot.LOC),
+        Directive("gzip_types", _DIRECTIVES_ANY, Args.ONEMORE, _set_gzip_types, Slot.LOC),
+        Directive("gzip_min_length", _DIRECTIVES_ANY, Args.TAKE1, set_size("gzip_min_length"), Slot.LOC),
+        Directive("gzip_comp_level", _DIRECTIVES_ANY, Args.TAKE1, _set_gzip_comp_level, Slot.LOC),
+        Directive("gzip_vary", _DIRECTIVES_ANY, Args.FLAG, set_flag("gzip_vary"), Slot.LOC),
+        Directive("gzip_http_version", _DIRECTIVES_ANY, Args.TAKE1,
+                  set_enum("gzip_http_version", {"1.0": b"1.0", "1.1": b"1.1"}), Slot.LOC),
+        Directive("gzip_proxied", _DIRECTIVES_ANY, Args.ONEMORE, _set_gzip_proxied, Slot.LOC),
     ) + tuple(Directive(name, ctx, args, _checked(check), Slot.LOC) for name, ctx, args, check in _ACCEPTED)
 
     def create_main_conf(self, cf):
@@ -688,7 +752,9 @@ class HttpCoreModule(HttpModule):
               keepalive_timeout=75000, keepalive_header=None, keepalive_requests=1000,
               send_timeout=60000, lingering_close=1, lingering_timeout=5000, lingering_time=30000,
               types=MIME_TYPES, default_type="text/plain", sendfile=False, tcp_nopush=False,
-              tcp_nodelay=True)
+              tcp_nodelay=True, gzip=False, gzip_types=frozenset(), gzip_min_length=20,
+              gzip_comp_level=1, gzip_vary=False, gzip_http_version=b"1.1",
+              gzip_proxied=frozenset(["off"]))
         if child.root is None:
             child.root = None   # resolved against the prefix by the cycle's Parser at runtime
 

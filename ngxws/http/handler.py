@@ -37,7 +37,7 @@ import time
 from email.utils import formatdate
 
 from .. import NGINX_VER
-from . import stub_status
+from . import gzip, stub_status
 from .errors import CLOSE_WITHOUT_RESPONSE, KEEPALIVE_BREAKING, error_page, \
     status_line
 from .locations import normalize_host, plain_host
@@ -675,6 +675,22 @@ class HttpConnection:
         else:
             if body.__class__ is not bytes:
                 body = bytes(body)
+            loc = r.loc
+            if loc is not None and loc.gzip and gzip.candidate(r, loc, status, content_type, len(body)):
+                data = self.gzip_response(r, status, headers, body, content_type, last_modified,
+                                          location)
+                if data is not None:
+                    r.status = status
+                    r.bytes_sent += len(data)
+                    r.done = True
+                    self.write(data)
+                    if self.out is None and self.out_file is None:
+                        self.request_done()
+                    else:
+                        self.after_write = self.request_done
+                    return
+                if loc.gzip_vary:
+                    headers = (*headers, (b"Vary", b"Accept-Encoding"))
             data = r.response_head = self.build_head(r, status, headers, len(body), content_type,
                                                      last_modified, location)
             if not r.header_only:
@@ -689,8 +705,49 @@ class HttpConnection:
         else:
             self.after_write = self.request_done
 
+    def gzip_response(self, r, status, headers, body, content_type, last_modified, location):
+        """The whole gzip response (head and body) when the request takes gzip, else None."""
+        loc = r.loc
+        if not gzip.accepts(r, loc, headers):
+            return None
+        out = []
+        for name, value in headers:
+            low = name.lower()
+            if low == b"accept-ranges":
+                continue
+            if low == b"etag" and value[:1] == b'"':
+                value = b"W/" + value
+            out.append((name, value))
+        if loc.gzip_vary:
+            out.append((b"Vary", b"Accept-Encoding"))
+        out.append((b"Content-Encoding", b"gzip"))
+        packed, chunked = gzip.compress(body, loc.gzip_comp_level)
+        if r.http_version >= b"1.1":
+            out.append((b"Transfer-Encoding", b"chunked"))
+            head = self.build_head(r, status, out, None, content_type, last_modified, location)
+            payload = chunked
+        else:
+            head = self.build_head(r, status, out, len(packed), content_type, last_modified, location)
+            payload = packed
+        r.response_head = head
+        r.body_bytes_sent = len(payload)
+        return head + payload
+
     def send_file(self, r, status, headers, fd, size, content_type, last_modified):
         """A static file's response: the head, then the file by sendfile()."""
+        loc = r.loc
+        if loc.gzip and size <= gzip.MAX_FILE and gzip.candidate(r, loc, status, content_type, size):
+            if gzip.accepts(r, loc, headers):
+                try:
+                    body = os.pread(fd, size, 0)
+                except OSError:
+                    body = None
+                if body is not None and len(body) == size:
+                    os.close(fd)
+                    self.send_response(r, status, headers, body, content_type, last_modified, None)
+                    return
+            elif loc.gzip_vary:
+                headers = (*headers, (b"Vary", b"Accept-Encoding"))
         data = r.response_head = self.build_head(r, status, headers, size, content_type,
                                                  last_modified, None)
         r.status = status

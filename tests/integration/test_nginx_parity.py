@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import zlib
 
 import pytest
 
@@ -200,3 +201,127 @@ class Nginx:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+def _get(port, target="/", headers=(), version="1.1"):
+    """One request on its own connection: (status, {lower name: value}, body de-chunked)."""
+    lines = ["GET %s HTTP/%s" % (target, version), "Host: x", "Connection: close", *headers]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *fields = head.decode("latin-1").split("\r\n")
+    hdrs = {}
+    for f in fields:
+        name, _, value = f.partition(":")
+        hdrs[name.strip().lower()] = value.strip()
+    if hdrs.get("transfer-encoding") == "chunked":
+        out = b""
+        while True:
+            size, _, rest = body.partition(b"\r\n")
+            n = int(size, 16)
+            if n == 0:
+                break
+            out += rest[:n]
+            body = rest[n + 2:]
+        body = out
+    return int(status_line.split()[1]), hdrs, body
+
+
+def _both(ngxws_server, tmp_path, server, requests, http_main="", files=None):
+    """Answers of nginx and ngxws to the same requests on the same http block."""
+    site = tmp_path / "site"
+    site.mkdir(parents=True, exist_ok=True)
+    for name, data in (files or {}).items():
+        (site / name).write_bytes(data)
+    http = (http_main + "\n" + server).replace("{site}", str(site))
+    srv = ngxws_server(http=http.replace("{port}", "0"))
+    ours = [_get(srv.port(), *req) for req in requests]
+    ng = Nginx(tmp_path, "access_log off;\n" + http).start()
+    try:
+        theirs = [_get(ng.port, *req) for req in requests]
+    finally:
+        ng.stop()
+    return ours, theirs
+
+
+GZIP_SERVER = """server {
+    listen 127.0.0.1:{port};
+    gzip on;
+    gzip_types text/plain application/json;
+    gzip_min_length 100;
+    gzip_vary on;
+    gzip_comp_level 6;
+    location = /long { default_type text/plain; return 200 "%s"; }
+    location = /short { default_type text/plain; return 200 "short"; }
+    location = /css { default_type text/css; return 200 "%s"; }
+    location = /proxied { gzip_proxied any; default_type text/plain; return 200 "%s"; }
+    location / { root {site}; }
+}""" % (("x" * 300,) * 3)
+
+MATTER = ("content-encoding", "vary", "content-type", "etag", "accept-ranges", "last-modified")
+
+
+def _normal(answer):
+    status, hdrs, body = answer
+    if hdrs.get("content-encoding") == "gzip":
+        body = zlib.decompress(body, 16 + zlib.MAX_WBITS)
+    body = re.sub(rb"<center>(ngxws|nginx)/[0-9.]+</center>", b"<center>SERVER</center>", body)
+    return status, {k: hdrs.get(k) for k in MATTER}, body
+
+
+@needs_nginx
+def test_gzip_like_nginx(ngxws_server, tmp_path):
+    gz = ("Accept-Encoding: gzip, deflate",)
+    requests = [("/long", gz), ("/long", ()), ("/long", ("Accept-Encoding: gzip;q=0",)),
+                ("/long", ("Accept-Encoding: deflate, GZIP",)), ("/short", gz), ("/css", gz),
+                ("/long", gz + ("Via: 1.1 proxy",)), ("/proxied", gz + ("Via: 1.1 proxy",)),
+                ("/long", gz, "1.0"), ("/page.html", gz), ("/page.html", ()), ("/data.json", gz),
+                ("/missing", gz)]
+    ours, theirs = _both(ngxws_server, tmp_path, GZIP_SERVER, requests,
+                         http_main="include %s;" % os.path.join(ROOT, "conf", "mime.types"),
+                         files={"page.html": b"<p>" + b"hello " * 200 + b"</p>",
+                                "data.json": b'{"k": "%s"}' % (b"v" * 500)})
+    for req, a, b in zip(requests, ours, theirs):
+        assert a[1].get("content-encoding") == b[1].get("content-encoding"), req
+        assert a[1].get("transfer-encoding") == b[1].get("transfer-encoding"), req
+        assert _normal(a) == _normal(b), req
+    # the compressed ones really are compressed
+    assert ours[0][1]["content-encoding"] == "gzip" and len(ours[0][2]) < 300
+
+
+@needs_nginx
+@pytest.mark.parametrize("line", ["gzip on;", "gzip_comp_level 10;", "gzip_comp_level x;", "gzip_proxied foo;",
+                                  "gzip_proxied off any;", "gzip_min_length x;", "gzip_http_version 2.0;",
+                                  "gzip_http_version 1.0;", "gzip_buffers 16 8k;", "gzip_buffers 16 x;",
+                                  "gzip_types *;", "gzip_vary x;", "gzip_disable msie6;"])
+def test_gzip_directives_checked_like_nginx(tmp_path, line):
+    nginx, ngxws = test_both(tmp_path, line + "\n" + SERVER % "")
+    assert ngxws == nginx
+
+
+@needs_nginx
+def test_mime_types_shipped_like_nginx(ngxws_server, tmp_path):
+    """``include mime.types`` with ngxws's own table gives the types nginx's table gives."""
+    mime = os.path.join(ROOT, "conf", "mime.types")
+    exts = ["html", "css", "js", "json", "png", "jpg", "svg", "woff2", "pdf", "zip", "mp4", "webm",
+            "txt", "xml", "wasm", "ico", "gif", "webp", "mp3", "unknownext"]
+    server = ("include %s;\ndefault_type application/octet-stream;\n"
+              "server { listen 127.0.0.1:{port}; location / { root {site}; } }" % mime)
+    ours, theirs = _both(ngxws_server, tmp_path, server, [("/f." + e,) for e in exts],
+                         files={"f." + e: b"data" for e in exts})
+    for e, a, b in zip(exts, ours, theirs):
+        assert a[0] == b[0] == 200
+        assert a[1]["content-type"] == b[1]["content-type"], e
+    if os.path.exists("/etc/nginx/mime.types"):
+        debian = ("include /etc/nginx/mime.types;\ndefault_type application/octet-stream;\n"
+                  "server { listen 127.0.0.1:{port}; location / { root {site}; } }")
+        _, deb = _both(ngxws_server, tmp_path / "deb", debian, [("/f." + e,) for e in exts],
+                       files={"f." + e: b"data" for e in exts})
+        for e, a, b in zip(exts, ours, deb):
+            assert a[1]["content-type"] == b[1]["content-type"], e

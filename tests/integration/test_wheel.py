@@ -29,7 +29,7 @@ import ngxws
 from tests.helpers.server import ROOT, children_of, pid_alive, wait_for
 
 VERSION = ngxws.__version__
-DATA = ("ngxws/prefix/conf/nginx.conf", "ngxws/prefix/html/index.html")
+DATA = ("ngxws/prefix/conf/nginx.conf", "ngxws/prefix/conf/mime.types", "ngxws/prefix/html/index.html")
 # what the sdist is made from; everything else in a clone is the project's own workshop
 SKIP = shutil.ignore_patterns(".git", "bench", "tests", "logs", "build", "dist", "*.egg-info", "__pycache__",
                               ".pytest_cache", ".hypothesis", ".venv")
