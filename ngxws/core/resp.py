@@ -216,8 +216,35 @@ class Reader:
                     else:
                         if len(stack) >= self.max_depth:
                             self._fail("nesting deeper than %d" % self.max_depth)
-                        stack.append([kind, n * 2 if kind == _MAP or kind == _ATTR else n, []])
-                        continue
+                        if kind == _MAP or kind == _ATTR:
+                            stack.append([kind, n * 2, []])
+                            continue
+                        # the common array: bulk strings only (a pub/sub message, a stream
+                        # entry's fields), read here in one tight loop
+                        items = []
+                        append = items.append
+                        max_bulk = self.max_bulk_size
+                        left = n
+                        while left and pos < end and buf[pos] == 36:
+                            nl = find(b"\r\n", pos)
+                            if nl < 0:
+                                break
+                            size = int(buf[pos + 1:nl])
+                            if size < 0 or size > max_bulk:
+                                break   # the general path says what is wrong, or reads a null
+                            start = nl + 2
+                            stop = start + size
+                            if stop + 2 > end:
+                                break
+                            if buf[stop:stop + 2] != b"\r\n":
+                                self._fail("bulk string not terminated by CRLF")
+                            append(buf[start:stop])
+                            pos = stop + 2
+                            left -= 1
+                        if left:
+                            stack.append([kind, left, items])
+                            continue
+                        value = Push(items) if kind == _PUSH else items
                 elif t == 95:   # _
                     if nl != pos + 1:
                         self._fail("invalid null")
