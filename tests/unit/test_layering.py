@@ -8,7 +8,7 @@ import pytest
 
 PKG = pathlib.Path(__file__).resolve().parents[2] / "ngxws"
 ORDER = {"core": 0, "http": 1, "websocket": 2}
-SANS_IO = ["core/conf.py", "core/channel.py", "websocket/handshake.py", "websocket/wsoh.py", "websocket/frames.py", "http/parser.py"]
+SANS_IO = ["core/conf.py", "core/channel.py", "core/resp.py", "websocket/handshake.py", "websocket/wsoh.py", "websocket/frames.py", "http/parser.py"]
 IO_MODULES = {"socket", "selectors", "os", "signal"}
 
 
