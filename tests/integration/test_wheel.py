@@ -161,7 +161,7 @@ def test_installed_ngxws_runs_the_shipped_prefix(venv, tmp_path):
         # the demo page, from the copied html/
         with urllib.request.urlopen("http://127.0.0.1:%d/" % port, timeout=5) as resp:
             assert resp.status == 200
-            with open(os.path.join(ROOT, DATA[1]), "rb") as f:
+            with open(os.path.join(ROOT, "ngxws/prefix/html/index.html"), "rb") as f:
                 assert resp.read() == f.read()
         ws = websocket.create_connection("ws://127.0.0.1:%d/ws" % port, timeout=5)
         try:
