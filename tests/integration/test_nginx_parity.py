@@ -325,3 +325,171 @@ def test_mime_types_shipped_like_nginx(ngxws_server, tmp_path):
                        files={"f." + e: b"data" for e in exts})
         for e, a, b in zip(exts, ours, deb):
             assert a[1]["content-type"] == b[1]["content-type"], e
+
+
+DEBIAN_CONF = """user {user};
+worker_processes auto;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log;
+include {prefix}/modules-enabled/*.conf;
+
+events {
+	worker_connections 768;
+	# multi_accept on;
+}
+
+http {
+
+	##
+	# Basic Settings
+	##
+
+	sendfile on;
+	tcp_nopush on;
+	types_hash_max_size 2048;
+	# server_tokens off;
+
+	# server_names_hash_bucket_size 64;
+	# server_name_in_redirect off;
+
+	include {prefix}/mime.types;
+	default_type application/octet-stream;
+
+	##
+	# Logging Settings
+	##
+
+	access_log {prefix}/logs/access.log;
+
+	##
+	# Gzip Settings
+	##
+
+	gzip on;
+
+	# gzip_vary on;
+	# gzip_proxied any;
+	# gzip_comp_level 6;
+	# gzip_buffers 16 8k;
+	# gzip_http_version 1.1;
+	# gzip_types text/plain text/css application/json application/javascript text/xml application/xml application/xml+rss text/javascript;
+
+	##
+	# Virtual Host Configs
+	##
+
+	include {prefix}/conf.d/*.conf;
+	include {prefix}/sites-enabled/*;
+}
+"""
+
+SITE_DEFAULT = """server {
+	listen 127.0.0.1:%s default_server;
+
+	root {prefix}/www;
+	index index.html index.htm index.nginx-debian.html;
+
+	server_name _;
+
+	location / {
+		try_files_placeholder
+	}
+%s}
+"""
+
+
+def _python_readable_by(user):
+    import pwd
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        return False
+    path = os.path.dirname(os.path.realpath(sys.executable))
+    while path != "/":
+        st = os.stat(path)
+        if st.st_uid != pw.pw_uid and not st.st_mode & 0o001:
+            return False
+        path = os.path.dirname(path)
+    return True
+
+
+def _debian_tree(prefix, ws=True, port="0"):
+    for d in ("modules-enabled", "conf.d", "sites-enabled", "www", "logs"):
+        (prefix / d).mkdir(parents=True, exist_ok=True)
+    shutil.copy(os.path.join(ROOT, "conf", "mime.types"), prefix / "mime.types")
+    (prefix / "www" / "index.html").write_text("<h1>Welcome</h1>\n" * 10)
+    ws_loc = "\n\tlocation /ws {\n\t\twebsocket;\n\t}\n" if ws else ""
+    site = SITE_DEFAULT % (port, ws_loc)
+    (prefix / "sites-enabled" / "default").write_text(site.replace("try_files_placeholder", "")
+                                                       .replace("{prefix}", str(prefix)))
+    # nginx needs a real user: Debian's www-data where Python can be read by it, else root
+    user = "www-data" if os.geteuid() != 0 or _python_readable_by("www-data") else "root"
+    conf = DEBIAN_CONF.replace("{user}", user).replace("{prefix}", str(prefix))
+    (prefix / "nginx.conf").write_text(conf)
+    return prefix / "nginx.conf"
+
+
+@needs_nginx
+def test_debian_default_conf_starts_unchanged(ngxws_server, tmp_path):
+    """Debian's /etc/nginx/nginx.conf shape, its default site plus a websocket location."""
+    import base64
+    # nginx takes the same tree (without the websocket location, which it does not know)
+    ngx_prefix = tmp_path / "nginx-debian"
+    conf = _debian_tree(ngx_prefix, ws=False, port="8080")
+    proc = subprocess.run([NGINX, "-t", "-p", str(ngx_prefix) + "/", "-c", str(conf)], capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+
+    # Debian's error_log is at nginx's default level (error), which logs no "listening on"
+    # notice: the test picks the port itself
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    prefix = tmp_path / "debian"
+    conf = _debian_tree(prefix, port=str(port))
+    srv = ngxws_server(conf=conf.read_text(), start=False, prefix=prefix)
+    srv.args = ["-g", "daemon off;"]
+    srv.pid_path = str(prefix / "nginx.pid")
+    srv.start()
+
+    def accepts():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+    wait_for(accepts, 10, what="port %d accepting" % port)
+    status, hdrs, body = _get(port, "/", ("Accept-Encoding: gzip",))
+    assert status == 200
+    assert hdrs["content-type"] == "text/html"
+    assert hdrs["content-encoding"] == "gzip"
+    assert zlib.decompress(body, 16 + zlib.MAX_WBITS) == b"<h1>Welcome</h1>\n" * 10
+    # the websocket location upgrades
+    key = base64.b64encode(os.urandom(16)).decode()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % key).encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(4096)
+            assert chunk
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 101 ")
+    wait_for(lambda: os.path.exists(prefix / "logs" / "access.log")
+             and b"GET / HTTP/1.1" in (prefix / "logs" / "access.log").read_bytes(), 10, what="access log")
+
+
+def test_load_module_of_shared_object_refused(tmp_path):
+    """Debian's modules-enabled/*.conf loads .so files: ngxws says it loads Python modules only."""
+    prefix = tmp_path / "debian"
+    conf = _debian_tree(prefix)
+    (prefix / "modules-enabled" / "50-mod-nchan.conf").write_text(
+        "load_module modules/ngx_nchan_module.so;\n")
+    proc = subprocess.run([sys.executable, "-m", "ngxws", "-t", "-p", str(prefix) + "/", "-c", str(conf)],
+                          capture_output=True, text=True, timeout=30, env=_env())
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[0] == (
+        'ngxws: [emerg] load_module "modules/ngx_nchan_module.so": ngxws loads Python modules only, '
+        'not shared objects: write "package.module:Class" in %s:1' % (prefix / "modules-enabled"
+                                                                        / "50-mod-nchan.conf"))
+    assert "Traceback" not in proc.stderr
