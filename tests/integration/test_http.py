@@ -235,8 +235,10 @@ def test_keepalive_requests_and_timeout(site):
         s.sendall(b"GET /r HTTP/1.1\r\nHost: a\r\n\r\n")
         read_response(s)
         t = time.monotonic()
-        assert read_all(s, timeout=5) == b""
-        assert 0.5 < time.monotonic() - t < 3
+        assert read_all(s, timeout=30) == b""
+        # closed after the configured 1 s, not nginx's default 75 s (no tighter upper bound:
+        # a loaded machine may be late)
+        assert 0.5 < time.monotonic() - t < 30
 
 
 def test_slowloris_closed_at_client_header_timeout(site):
@@ -271,7 +273,8 @@ def test_slowloris_closed_at_client_header_timeout(site):
             break
         time.sleep(0.25)
     slow.close()
-    assert closed_at is not None and 0.8 < closed_at < 2.5, closed_at
+    # cut at the configured 1 s, within the loop's 5 s, not at the 60 s default
+    assert closed_at is not None and closed_at > 0.8, closed_at
     assert served >= 2
     srv.wait_log(r"\[info\] .*client timed out \(110: Connection timed out\) while reading client request "
                  r"(line|headers), client: 127\.0\.0\.1")
